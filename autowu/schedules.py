@@ -1,0 +1,204 @@
+"""Step-based LR schedules: the paper's baseline, constant-then-cosine, and the base class every schedule here uses.
+
+All LRs are pure functions of the optimizer-step index (nanoGPT ``get_lr`` / timm ``_get_lr`` style), so a
+schedule's state is a step count and resuming is exact.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+
+def sqrt_scaled_lr(base_lr: float, batch_size: int, ref: int = 256) -> float:
+    """The paper's baseline LR rule, ``base_lr * sqrt(batch_size / ref)`` (Section 3, Appendix B)."""
+    _check_positive("base_lr", base_lr)
+    _check_positive("batch_size", batch_size)
+    _check_positive("ref", ref)
+    return base_lr * math.sqrt(batch_size / ref)
+
+
+def cosine_lr(step: float, start_step: float, end_step: float, start_lr: float) -> float:
+    """Cosine annealing from ``start_lr`` at ``start_step`` to 0 at ``end_step`` (flat before, 0 after)."""
+    if step <= start_step:
+        return start_lr
+    if step >= end_step:
+        return 0.0
+    return start_lr * 0.5 * (1.0 + math.cos(math.pi * (step - start_step) / (end_step - start_step)))
+
+
+def decay_lr(step: float, start_step: float, total_steps: int, start_lr: float, cooldown_steps: Optional[int]) -> float:
+    """The decay phase: cosine from ``start_step`` (``cooldown_steps=None``) or constant, then cosine over the
+    last ``cooldown_steps`` steps (constant-then-cosine, Section 2.2). A constant phase that would start after the
+    cooldown has begun degenerates to cosine from ``start_step``."""
+    cos_start = start_step if cooldown_steps is None else max(start_step, total_steps - cooldown_steps)
+    return cosine_lr(step, cos_start, total_steps, start_lr)
+
+
+def warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """The paper's baseline: linear warmup from 0 to ``peak_lr`` over ``warmup_steps``, then cosine to 0 at
+    ``total_steps`` (Section 3: "5 epochs of a linear warmup from 0 to a predetermined peak LR followed by a cosine
+    decay to 0"; Appendix C.1)."""
+    if step < warmup_steps:
+        return peak_lr * step / warmup_steps
+    return cosine_lr(step, warmup_steps, total_steps, peak_lr)
+
+
+class StepScheduler(LRScheduler):
+    """Base of every schedule in this package: an :class:`~torch.optim.lr_scheduler.LRScheduler` counted in
+    optimizer steps, with ``step(loss)`` / ``step(metrics=loss)`` accepted by all (Lightning passes the monitored
+    metric to ``reduce_on_plateau`` schedulers).
+
+    Parameter groups keep their ratio to group 0's initial LR: a schedule computes one LR ``eta`` and group ``g``
+    gets ``eta * lr_g / lr_0`` (no-weight-decay groups, layer-wise scales). The official AutoWU forced one LR on
+    every group.
+
+    ``LRScheduler.__init__`` is not called: it would call ``step()`` once, which for a loss-driven schedule would
+    record a loss that does not exist. We set the attributes PyTorch and Lightning read (``optimizer``,
+    ``base_lrs``, ``last_epoch`` = optimizer steps taken, ``_last_lr``, ``_step_count``).
+    """
+
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        _check_int("steps_per_epoch", steps_per_epoch, 1)
+        _check_int("total_epochs", total_epochs, 1)
+        self.optimizer = optimizer
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_epochs = int(total_epochs)
+        self.total_steps = self.steps_per_epoch * self.total_epochs
+        lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        if lrs[0] <= 0 or not math.isfinite(lrs[0]):
+            raise ValueError(f"param group 0 has lr={lrs[0]}; the schedule keeps every group's ratio to group 0, so "
+                             "group 0 needs a positive LR (any value, e.g. 1.0, if all groups share the schedule)")
+        self.group_ratios = [lr / lrs[0] for lr in lrs]
+        for g, lr in zip(optimizer.param_groups, lrs):
+            g.setdefault("initial_lr", lr)
+        self.base_lrs = lrs
+        self.last_epoch = 0  # PyTorch's name: the number of optimizer steps taken so far
+        self._step_count = 1
+        self._last_lr: list[float] = []
+
+    # -- what subclasses provide -------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """The LR (of group 0) used by optimizer step ``step`` (0-based)."""
+        raise NotImplementedError
+
+    # -- the protocol --------------------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        """Optimizer steps taken so far (= index of the next step)."""
+        return self.last_epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.last_epoch // self.steps_per_epoch
+
+    def step(self, loss: Any = None, *, metrics: Any = None, epoch: Optional[int] = None) -> None:  # type: ignore[override]
+        """Call once after each optimizer step. ``loss`` is ignored by pure schedules."""
+        if epoch is not None:
+            raise ValueError("step(epoch=...) is not supported: the schedule counts optimizer steps itself")
+        self.last_epoch += 1
+        self._step_count += 1
+        self._apply_lr(self.lr_at(self.last_epoch))
+
+    def get_last_lr(self) -> list[float]:
+        return list(self._last_lr)
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch) * r for r in self.group_ratios]
+
+    def _apply_lr(self, lr: float) -> None:
+        self._last_lr = [lr * r for r in self.group_ratios]
+        for g, group_lr in zip(self.optimizer.param_groups, self._last_lr):
+            g["lr"] = group_lr
+
+    def _config(self) -> dict:
+        """Settings a checkpoint must match to be loaded into this scheduler."""
+        return {"class": type(self).__name__, "steps_per_epoch": self.steps_per_epoch,
+                "total_epochs": self.total_epochs, "group_ratios": self.group_ratios}
+
+    def state_dict(self) -> dict:
+        return {"config": self._config(), "step": self.last_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        _check_config(self._config(), state_dict.get("config", {}))
+        self.last_epoch = int(state_dict["step"])
+        self._step_count = self.last_epoch + 1
+        self._apply_lr(self.lr_at(self.last_epoch))
+
+
+class WarmupCosine(StepScheduler):
+    """Baseline: linear warmup from 0 to ``peak_lr`` over ``warmup_epochs`` (default 5, Section 3), then cosine
+    to 0 at the last step. ``peak_lr`` defaults to the optimizer's group-0 LR."""
+
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int,
+                 peak_lr: Optional[float] = None, warmup_epochs: float = 5):
+        super().__init__(optimizer, steps_per_epoch, total_epochs)
+        self.peak_lr = float(self.base_lrs[0] if peak_lr is None else peak_lr)
+        _check_positive("peak_lr", self.peak_lr)
+        if not 0 <= warmup_epochs <= total_epochs:
+            raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, total_epochs={total_epochs}]")
+        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        self._apply_lr(self.lr_at(0))
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine_lr(step, self.total_steps, self.warmup_steps, self.peak_lr)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps}
+
+
+class ConstantCosine(StepScheduler):
+    """Optional linear warmup, then constant ``peak_lr``, then cosine to 0 over the last ``cooldown_fraction`` of
+    the steps (the paper's constant-then-cosine shape with fraction 0.2, Section 2.2)."""
+
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int,
+                 peak_lr: Optional[float] = None, cooldown_fraction: float = 0.2, warmup_epochs: float = 0):
+        super().__init__(optimizer, steps_per_epoch, total_epochs)
+        self.peak_lr = float(self.base_lrs[0] if peak_lr is None else peak_lr)
+        _check_positive("peak_lr", self.peak_lr)
+        _check_fraction("cooldown_fraction", cooldown_fraction, allow_zero=True)
+        if not 0 <= warmup_epochs <= total_epochs:
+            raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, total_epochs={total_epochs}]")
+        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        self.cooldown_steps = int(round(cooldown_fraction * self.total_steps))
+        self._apply_lr(self.lr_at(0))
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak_lr * step / self.warmup_steps
+        return decay_lr(step, self.warmup_steps, self.total_steps, self.peak_lr, self.cooldown_steps)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
+                "cooldown_steps": self.cooldown_steps}
+
+
+# -- argument checks shared by the schedules ----------------------------------------------------------------------
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a finite number > 0")
+
+
+def _check_fraction(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    low_ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not (low_ok and value <= 1 if allow_zero else low_ok and value < 1):
+        interval = "[0, 1]" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name}={value!r} must be in {interval}")
+
+
+def _check_config(mine: dict, theirs: dict) -> None:
+    for key, value in mine.items():
+        if key in theirs and theirs[key] != value:
+            raise ValueError(f"cannot load scheduler state: it was saved with {key}={theirs[key]!r} but this "
+                             f"scheduler has {key}={value!r}; build the scheduler with the same settings as the run "
+                             "that saved it")
