@@ -132,7 +132,7 @@ class AutoWU(StepScheduler):
 
     def warmup_lr(self, t: float) -> float:
         """Eq. 1 (exp) or Eq. 6 (linear) at (possibly fractional) step ``t``."""
-        t = min(max(t, 0.0), float(self.warmup_steps))
+        t = min(max(float(t), 0.0), float(self.warmup_steps))
         if self.warmup == "linear":
             return self.eta_min + (self.eta_max - self.eta_min) * t / self.warmup_steps
         return self.eta_min * self.gamma**t
@@ -216,21 +216,23 @@ class AutoWU(StepScheduler):
         votes = int(sum(p > self.min_test.confidence for p in p_min))
         t = self.losses.shape[0]
         t_star = t * float(np.mean(argmin_x))  # Eq. 5
-        return {"p_min": p_min, "votes": votes, "passed": votes > n / 2, "t_star": t_star,
-                "lr_t_star": self.warmup_lr(t_star)}
+        return {"p_min": [float(p) for p in p_min], "votes": votes, "passed": votes > n / 2, "t_star": t_star,
+                "lr_t_star": float(self.warmup_lr(t_star))}
 
     def _t_star_from_history(self, t: int) -> float:
         """t* for a switch forced by an all-non-finite epoch: Eq. 5 on the finite history (0 if there is none)."""
         finite = np.flatnonzero(np.isfinite(self.losses))
         if finite.size < 3:
-            return float(finite[np.argmin(self.losses[finite])]) if finite.size else 0.0
+            return float(finite[int(np.argmin(self.losses[finite]))]) if finite.size else 0.0
         decision = self._decide(lambda: self.min_test(self.losses, self.rng, self.gp_state))
-        return decision["t_star"] if decision["t_star"] is not None else float(finite[-1])
+        last_finite = float(finite[-1])  # the GP may place its argmin in the non-finite tail: stay in the history
+        return last_finite if decision["t_star"] is None else min(decision["t_star"], last_finite)
 
     def _start_decay(self, t: int, epoch: int, t_star: float, reason: str) -> None:
         self.phase = "decay"
         self.decay_start_step = t
-        self.decay_start_lr = self.warmup_lr(t_star)
+        self.decay_start_lr = float(self.warmup_lr(t_star))
+        t_star = float(t_star)
         self.switch = {"type": "switch", "epoch": epoch, "step": t, "t_star": t_star, "lr": self.decay_start_lr,
                        "reason": reason}
         if reason == "non-finite":
