@@ -1,0 +1,433 @@
+"""Expand a table definition (configs/tables/*.yaml) into its runs and launch them.
+
+    python scripts/sweep.py table1 --dry-run                     # list every run: name, config, overrides, seed
+    python scripts/sweep.py fashion_mnist --local                # run the pending ones here, one after another
+    python scripts/sweep.py table1 --block imagenet_resnet50 --slurm --nodes 4 [--submit]   # SLURM array job
+    python scripts/sweep.py table1 --local -- --data-dir /data   # after `--`: extra train.py flags for every run
+
+A run's output directory is ``<runs-dir>/<table>/[<block>/]<row>_<column>_s<seed>``; a run whose ``results.json``
+exists is finished and skipped, so re-running a sweep only launches what is missing (and resumes what was cut:
+train.py resumes from ``<output>/last.pt``). Extra flags after ``--`` are not part of a run's identity: use them
+for paths and throughput (``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
+
+Table definition format (one YAML per paper table or figure; keys below, all but ``title``/``base``/``rows``/``columns``
+optional; ``blocks`` repeats the per-block keys for tables with several dataset blocks, like the paper's Table 1):
+
+    title: "Table 1 (AdamP) ..."             # shown above the collected table
+    caption: "..."                           # shown below it (reductions, notes)
+    paper: results/paper/table1.csv          # the paper's numbers: source,block,row,column,top1,top1_std
+    metric: final_top1                       # key of results.json reported in the cells
+    base: configs/cifar10_resnet18.yaml      # base config (train.py --config)
+    seeds: [0, 1, 2]
+    column-header: Batch size
+    columns: [256, 1024]                     # batch sizes, or a mapping {label: {flag: value, ...}}
+    rows: {baseline: {sched: baseline}, autowu-cos: {sched: autowu-cos}}
+    overrides: {epochs: 10}                  # flags for every run of the table (or block)
+    cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
+    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default
+    blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
+
+Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES_DIR = os.path.join(ROOT, "configs", "tables")
+BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks"}
+CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK", "AUTOWU_TIME",
+                "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS")
+
+
+class TableError(ValueError):
+    """A table definition that cannot be expanded: the message names the file, the key and what to do."""
+
+
+@dataclass
+class Column:
+    key: str                 # as in the paper CSV's `column` field ("1024", "lr0.008")
+    header: str              # as printed in the table ("1K", "lr0.008")
+    dirname: str             # part of the run directory ("b1024", "lr0.008")
+    overrides: dict
+
+
+@dataclass
+class Block:
+    name: str                # "" for a table without blocks
+    label: str
+    base: str
+    seeds: list[int]
+    columns: list[Column]
+    column_header: str
+    rows: dict[str, dict]
+    overrides: dict
+    cells: dict[str, dict]
+    figure_rows: list[str]
+
+
+@dataclass
+class Table:
+    name: str
+    path: str
+    title: str
+    caption: str
+    paper: Optional[str]
+    metric: str
+    blocks: list[Block]
+
+
+@dataclass
+class Run:
+    table: str
+    block: str
+    row: str
+    column: str
+    seed: int
+    config: str
+    overrides: dict = field(default_factory=dict)   # flag -> value, batch-size included
+    output: str = ""
+
+    @property
+    def name(self) -> str:
+        return "/".join(p for p in (self.table, self.block, os.path.basename(self.output)) if p)
+
+    @property
+    def done(self) -> bool:
+        return os.path.isfile(os.path.join(ROOT, self.output, "results.json"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# table definitions
+
+def table_path(name_or_path: str) -> str:
+    """``table1`` -> ``configs/tables/table1.yaml``; a path is returned as is."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    path = os.path.join(TABLES_DIR, name_or_path + ".yaml")
+    if not os.path.isfile(path):
+        known = sorted(f[:-5] for f in os.listdir(TABLES_DIR) if f.endswith(".yaml")) if os.path.isdir(TABLES_DIR) else []
+        raise TableError(f"no table {name_or_path!r}: neither a file nor configs/tables/{name_or_path}.yaml; "
+                         f"known tables: {', '.join(known)}")
+    return path
+
+
+def batch_header(b: int) -> str:
+    """1024 -> '1K', 16384 -> '16K', 256 -> '256' (the paper's column headers)."""
+    return f"{b // 1024}K" if b >= 1024 and b % 1024 == 0 else str(b)
+
+
+def _mapping(value: Any, what: str, path: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TableError(f"{path}: {what} must be a mapping of train.py flags to values, got {value!r}")
+    return {str(k).replace("_", "-"): v for k, v in value.items()}
+
+
+def _columns(value: Any, path: str) -> list[Column]:
+    if isinstance(value, list) and value and all(isinstance(b, int) and not isinstance(b, bool) and b > 0
+                                                 for b in value):
+        return [Column(str(b), batch_header(b), f"b{b}", {"batch-size": b}) for b in value]
+    if isinstance(value, dict) and value:
+        return [Column(str(k), str(k), str(k), _mapping(v, f"column {k!r}", path)) for k, v in value.items()]
+    raise TableError(f"{path}: columns must be a non-empty list of batch sizes (e.g. [256, 1024]) or a mapping "
+                     f"{{label: {{flag: value}}}}, got {value!r}")
+
+
+def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
+    merged = {**defaults, **spec}
+    where = f"{path} (block {name!r})" if name else path
+    unknown = set(spec) - BLOCK_KEYS
+    if unknown:
+        raise TableError(f"{where}: unknown key(s) {sorted(unknown)}; a block takes {sorted(BLOCK_KEYS)}")
+    for key in ("base", "rows", "columns"):
+        if key not in merged:
+            raise TableError(f"{where}: missing {key!r}")
+    base = merged["base"]
+    if not os.path.isfile(os.path.join(ROOT, base)):
+        raise TableError(f"{where}: base config {base!r} does not exist (paths are relative to the repository root)")
+    seeds = merged.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise TableError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    rows = merged["rows"]
+    if not isinstance(rows, dict) or not rows:
+        raise TableError(f"{where}: rows must be a non-empty mapping {{row name: {{flag: value}}}}")
+    rows = {str(r): _mapping(o, f"row {r!r}", where) for r, o in rows.items()}
+    columns = _columns(merged["columns"], where)
+    cells = {}
+    for key, o in (merged.get("cells") or {}).items():
+        row, _, col = str(key).partition("/")
+        if row not in rows or col not in [c.key for c in columns]:
+            raise TableError(f"{where}: cell {key!r} must be 'row/column' with a row in {list(rows)} and a column "
+                             f"in {[c.key for c in columns]}")
+        cells[str(key)] = _mapping(o, f"cell {key!r}", where)
+    figure_rows = (merged.get("figure") or {}).get("rows", list(rows))
+    for r in figure_rows:
+        if r not in rows:
+            raise TableError(f"{where}: figure row {r!r} is not one of the rows {list(rows)}")
+    return Block(name=name, label=str(merged.get("label", name)), base=base, seeds=seeds, columns=columns,
+                 column_header=str(merged.get("column-header", "Batch size")), rows=rows,
+                 overrides=_mapping(merged.get("overrides"), "overrides", where), cells=cells,
+                 figure_rows=list(figure_rows))
+
+
+def load_table(name_or_path: str) -> Table:
+    """Read and check a table definition (format in this module's docstring)."""
+    path = table_path(name_or_path)
+    with open(path) as f:
+        try:
+            spec = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise TableError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise TableError(f"{path}: a table definition is a mapping (see scripts/sweep.py's docstring)")
+    spec = {str(k).replace("_", "-"): v for k, v in spec.items()}
+    unknown = set(spec) - TABLE_KEYS
+    if unknown:
+        raise TableError(f"{path}: unknown key(s) {sorted(unknown)}; a table takes {sorted(TABLE_KEYS)}")
+    if "title" not in spec:
+        raise TableError(f"{path}: missing 'title'")
+    paper = spec.get("paper")
+    if paper is not None and not os.path.isfile(os.path.join(ROOT, paper)):
+        raise TableError(f"{path}: paper numbers {paper!r} do not exist")
+    defaults = {k: v for k, v in spec.items() if k in BLOCK_KEYS}
+    blocks_spec = spec.get("blocks")
+    if blocks_spec is None:
+        blocks = [_block("", {}, defaults, path)]
+    elif isinstance(blocks_spec, dict) and blocks_spec:
+        blocks = [_block(str(n), {str(k).replace("_", "-"): v for k, v in (b or {}).items()}, defaults, path)
+                  for n, b in blocks_spec.items()]
+    else:
+        raise TableError(f"{path}: blocks must be a non-empty mapping {{block name: {{...}}}}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
+                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks)
+
+
+def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
+           columns: Optional[list[str]] = None, seeds: Optional[list[int]] = None) -> list[Run]:
+    """Every run of ``table`` (optionally filtered), in table order: block, row, column, seed.
+
+    Overrides merge as base YAML < table/block ``overrides`` < column < row < cell, so a cell wins.
+    """
+    runs = []
+    for block in table.blocks:
+        if blocks and block.name not in blocks:
+            continue
+        for row, row_over in block.rows.items():
+            if rows and row not in rows:
+                continue
+            for col in block.columns:
+                if columns and col.key not in columns and col.header not in columns:
+                    continue
+                over = {**block.overrides, **col.overrides, **row_over, **block.cells.get(f"{row}/{col.key}", {})}
+                for seed in block.seeds:
+                    if seeds is not None and seed not in seeds:
+                        continue
+                    out = os.path.join(runs_dir, table.name, block.name, f"{row}_{col.dirname}_s{seed}")
+                    runs.append(Run(table.name, block.name, row, col.key, seed, block.base, over,
+                                    os.path.normpath(out)))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command lines
+
+def get_train_parser() -> argparse.ArgumentParser:
+    """train.py's own parser (the single source of flag names, types and boolean styles)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    import train  # noqa: E402  (repository root)
+    return train.get_args_parser()
+
+
+def flag_tokens(parser: argparse.ArgumentParser, key: str, value: Any) -> list[str]:
+    """``('autowu-rollback', True)`` -> ``['--autowu-rollback']``, ``('opt-betas', [0.9, 0.999])`` ->
+    ``['--opt-betas', '0.9', '0.999']``, following the flag's argparse action."""
+    flag = "--" + key
+    actions = {opt: a for a in parser._actions for opt in a.option_strings}
+    action = actions.get(flag)
+    if action is None:
+        raise TableError(f"unknown train.py flag {key!r}; see `python train.py --help`")
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise TableError(f"flag {key!r} takes true/false, got {value!r}")
+        return [flag if value else "--no-" + key]
+    if isinstance(action, argparse._StoreTrueAction):
+        if value is not True:
+            raise TableError(f"flag {key!r} can only be switched on (true) from the command line, got {value!r}")
+        return [flag]
+    if isinstance(value, dict):
+        return [flag, yaml.safe_dump(value, default_flow_style=True).strip()]
+    if isinstance(value, (list, tuple)):
+        return [flag] + [str(v) for v in value]
+    return [flag, str(value)]
+
+
+def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[str]] = None) -> list[str]:
+    """train.py's arguments for ``run``: ``--config BASE --output DIR --seed S --batch-size B ...``."""
+    argv = ["--config", run.config, "--output", run.output, "--seed", str(run.seed)]
+    for key, value in run.overrides.items():
+        argv += flag_tokens(parser, key, value)
+    return argv + list(extra or [])
+
+
+def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
+    """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one."""
+    sys.path.insert(0, ROOT)
+    from framework.config import ConfigError, parse_args  # noqa: E402
+    for run in runs:
+        argv = train_argv(run, parser)
+        cwd = os.getcwd()
+        try:
+            os.chdir(ROOT)
+            parse_args(parser, argv)
+        except SystemExit:
+            raise TableError(f"run {run.name}: train.py rejects {shlex.join(argv)} (message above)") from None
+        except ConfigError as e:
+            raise TableError(f"run {run.name}: {e}") from None
+        finally:
+            os.chdir(cwd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# launchers
+
+def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extra: list[str]) -> int:
+    """Run ``runs`` one after another on this machine; returns the number that failed."""
+    failed = []
+    for i, run in enumerate(runs, 1):
+        argv = train_argv(run, parser, extra)
+        if nproc > 1:
+            cmd = ["bash", os.path.join("scripts", "launch_local.sh"), str(nproc)] + argv
+        else:
+            cmd = [sys.executable, "train.py"] + argv
+        print(f"[sweep] ({i}/{len(runs)}) {run.name}\n[sweep] $ {shlex.join(cmd)}", flush=True)
+        rc = subprocess.call(cmd, cwd=ROOT)
+        if rc != 0 or not run.done:
+            print(f"[sweep] {run.name} failed (exit {rc}); see {run.output}/train.log", flush=True)
+            failed.append(run.name)
+    if failed:
+        print(f"[sweep] {len(failed)} run(s) failed: {', '.join(failed)}")
+    return len(failed)
+
+
+def cluster_settings(path: Optional[str] = None) -> dict[str, str]:
+    """Cluster settings: the KEY=VALUE file ``$AUTOWU_CLUSTER_ENV`` (default scripts/slurm/cluster.env), then the
+    environment, which wins (same precedence as scripts/slurm/common.sh)."""
+    path = path or os.environ.get("AUTOWU_CLUSTER_ENV") or os.path.join(ROOT, "scripts", "slurm", "cluster.env")
+    settings: dict[str, str] = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.removeprefix("export ").partition("=")
+                if not sep:
+                    raise TableError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+                words = shlex.split(value, comments=True)
+                settings[key.strip()] = " ".join(words)
+    settings.update({k: os.environ[k] for k in CLUSTER_KEYS if k in os.environ})
+    return settings
+
+
+def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, extra: list[str],
+                 settings: dict[str, str], job_name: str, log_dir: str) -> str:
+    """Text of an sbatch array job: task ``i`` runs ``runs[i]`` through scripts/slurm/{single,multi}_node.sbatch."""
+    gpus = settings.get("AUTOWU_GPUS_PER_NODE", "")
+    header = [f"--job-name={job_name}", f"--array=0-{len(runs) - 1}" + (
+              f"%{settings['AUTOWU_MAX_PARALLEL']}" if settings.get("AUTOWU_MAX_PARALLEL") else ""),
+              f"--nodes={nodes}", "--ntasks-per-node=1", "--requeue", "--signal=B:USR1@90", "--open-mode=append",
+              f"--output={log_dir}/%x_%A_%a.out"]
+    for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time"),
+                     ("AUTOWU_CPUS_PER_TASK", "cpus-per-task")):
+        if settings.get(key):
+            header.append(f"--{opt}={settings[key]}")
+    if gpus:
+        header.append(f"--gres=gpu:{gpus}")
+    header += shlex.split(settings.get("AUTOWU_SBATCH_ARGS", ""))
+    launcher = "multi_node.sbatch" if nodes > 1 else "single_node.sbatch"
+    lines = ["#!/bin/bash", "# Written by scripts/sweep.py: one array task per run; re-running the sweep skips "
+             "finished runs."]
+    lines += [f"#SBATCH {h}" for h in header]
+    lines += ["", f"cd {shlex.quote(ROOT)}", "RUNS=("]
+    lines += [f"  {shlex.quote(shlex.join(train_argv(r, parser, extra)))}" for r in runs]
+    lines += [")", "eval \"set -- ${RUNS[$SLURM_ARRAY_TASK_ID]}\"",
+              "# exec keeps this shell's PID, so the launcher's USR1 trap gets SLURM's --signal=B:USR1",
+              f"exec bash scripts/slurm/{launcher} \"$@\"", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Anything after `--` is passed to every train.py command.")
+    p.add_argument("table", help="table name (configs/tables/NAME.yaml) or path")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="list the runs (pending and done) and exit")
+    mode.add_argument("--local", action="store_true", help="run pending runs here, one after another")
+    mode.add_argument("--slurm", action="store_true", help="write an sbatch array job for the pending runs")
+    p.add_argument("--submit", action="store_true", help="with --slurm: call sbatch on the written file")
+    p.add_argument("--runs-dir", default="runs", help="root of the run directories (default: runs)")
+    p.add_argument("--block", nargs="+", help="only these blocks")
+    p.add_argument("--rows", nargs="+", help="only these rows")
+    p.add_argument("--columns", nargs="+", help="only these columns (e.g. 1024 or 1K)")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
+    p.add_argument("--nproc", type=int, default=1, help="--local: processes (GPUs) per run via scripts/launch_local.sh")
+    p.add_argument("--nodes", type=int, default=1, help="--slurm: nodes per run (>1 uses multi_node.sbatch)")
+    args = p.parse_args(argv)
+    try:
+        table = load_table(args.table)
+        runs = expand(table, args.runs_dir, args.block, args.rows, args.columns, args.seeds)
+        if not runs:
+            raise TableError(f"no run of {table.name} matches the filters")
+        parser = get_train_parser()
+        check_runs(runs, parser)
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pending = [r for r in runs if not r.done]
+    print(f"[sweep] {table.name}: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} pending")
+    if args.dry_run:
+        for r in runs:
+            state = "done   " if r.done else "pending"
+            over = " ".join(f"{k}={v}" for k, v in r.overrides.items())
+            print(f"{state} {r.name:<48} seed={r.seed} config={r.config} {over}")
+            print(f"        python train.py {shlex.join(train_argv(r, parser, extra))}")
+        return 0
+    if not pending:
+        return 0
+    if args.local:
+        return 1 if run_local(pending, parser, args.nproc, extra) else 0
+    settings = cluster_settings()
+    log_dir = os.path.join(ROOT, args.runs_dir, table.name, "slurm")
+    os.makedirs(log_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(log_dir, f"{table.name}_{stamp}.sbatch")
+    with open(path, "w") as f:
+        f.write(slurm_script(pending, parser, args.nodes, extra, settings, f"autowu-{table.name}", log_dir))
+    print(f"[sweep] wrote {path} ({len(pending)} array tasks, {args.nodes} node(s) each)")
+    if args.submit:
+        return subprocess.call(["sbatch", path], cwd=ROOT)
+    print(f"[sweep] submit with: sbatch {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
