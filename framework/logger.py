@@ -1,0 +1,163 @@
+"""Everything a run writes to its run directory (rank 0 only): ``steps.csv``, ``epochs.jsonl``, ``events.jsonl``,
+TensorBoard under ``tb/``, ``train.log`` and JSON records (``env.json``, ``results.json``).
+
+Per-step values reach the logger in chunks (the engine reads its device buffers at log intervals), so logging never
+synchronises with the device per step. On resume, rows written after the checkpoint by the interrupted run are
+dropped, so the files read as if the run had never stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from typing import Any, Iterable, Optional
+
+STEP_COLUMNS = ("step", "epoch", "lr", "loss")
+
+
+class RunLogger:
+    """Writes the run directory's logs; every method is a no-op when ``enabled`` is false (ranks other than 0)."""
+
+    def __init__(self, output: str, enabled: bool, resume: Optional[dict] = None, tensorboard: bool = True):
+        self.output, self.enabled = output, enabled
+        self.console = logging.getLogger("train")
+        self.console.propagate = False
+        self.console.handlers.clear()
+        self.console.setLevel(logging.INFO if enabled else logging.WARNING)
+        if not enabled:
+            self.console.addHandler(logging.StreamHandler(sys.stderr))
+            self.tb = None
+            return
+        os.makedirs(output, exist_ok=True)
+        fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+        for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(self.path("train.log"))):
+            handler.setFormatter(fmt)
+            self.console.addHandler(handler)
+        if resume is not None:
+            self._truncate(resume["step"], resume["epoch"])
+        if not os.path.exists(self.path("steps.csv")):
+            with open(self.path("steps.csv"), "w", newline="") as f:
+                csv.writer(f).writerow(STEP_COLUMNS)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(self.path("tb"), purge_step=resume["step"] if resume else None)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.output, name)
+
+    # -- what the loop calls -------------------------------------------------------------------------------------
+    def info(self, msg: str) -> None:
+        self.console.info(msg)
+
+    def warning(self, msg: str) -> None:
+        self.console.warning(msg)
+
+    def log_steps(self, rows: Iterable[tuple[int, int, float, float]]) -> None:
+        """Append ``(step, epoch, lr, loss)`` rows to ``steps.csv`` and TensorBoard (``train/lr``, ``train/loss``);
+        ``lr`` is the LR the step used, ``loss`` the step's loss averaged over micro-batches and ranks."""
+        if not self.enabled:
+            return
+        rows = list(rows)
+        with open(self.path("steps.csv"), "a", newline="") as f:
+            writer = csv.writer(f)
+            for step, epoch, lr, loss in rows:
+                writer.writerow((step, epoch, repr(float(lr)), repr(float(loss))))
+        if self.tb is not None:
+            for step, _, lr, loss in rows:
+                self.tb.add_scalar("train/lr", lr, step)
+                self.tb.add_scalar("train/loss", loss, step)
+
+    def log_epoch(self, record: dict) -> None:
+        """One line of ``epochs.jsonl`` and the ``val/*`` / ``train/*`` epoch scalars."""
+        if not self.enabled:
+            return
+        self._append_jsonl("epochs.jsonl", record)
+        if self.tb is not None:
+            for key in ("val_loss", "top1", "top5"):
+                if record.get(key) is not None:
+                    self.tb.add_scalar(f"val/{key.replace('val_', '')}", record[key], record["step"])
+            for key in ("train_loss", "epoch_time", "images_per_s"):
+                if record.get(key) is not None:
+                    self.tb.add_scalar(f"train/{key}", record[key], record["step"])
+            self.tb.flush()
+
+    def log_event(self, event: dict) -> None:
+        """One line of ``events.jsonl`` (scheduler decisions, ``nonfinite``, ``diverged``, ``preempted``)."""
+        if not self.enabled:
+            return
+        self._append_jsonl("events.jsonl", event)
+        if self.tb is not None and event.get("type") == "test" and event.get("p_min"):
+            self.tb.add_scalar("autowu/votes", event["votes"], event["step"])
+            self.tb.add_scalar("autowu/p_min_mean", sum(event["p_min"]) / len(event["p_min"]), event["step"])
+        if self.tb is not None and event.get("type") == "switch":
+            self.tb.add_scalar("autowu/switch_lr", event["lr"], event["step"])
+            self.tb.add_scalar("autowu/t_star", event["t_star"], event["step"])
+
+    def write_json(self, name: str, obj: Any) -> None:
+        if not self.enabled:
+            return
+        tmp = self.path(name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=_jsonable)
+            f.write("\n")
+        os.replace(tmp, self.path(name))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        for handler in list(self.console.handlers):
+            handler.close()
+            self.console.removeHandler(handler)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _append_jsonl(self, name: str, obj: dict) -> None:
+        with open(self.path(name), "a") as f:
+            f.write(json.dumps(obj, default=_jsonable) + "\n")
+
+    def _truncate(self, step: int, epoch: int) -> None:
+        """Drop what the interrupted run wrote after its checkpoint (step ``step``, epoch ``epoch`` not finished)."""
+        steps = self.path("steps.csv")
+        if os.path.exists(steps):
+            with open(steps, newline="") as f:
+                rows = [r for r in csv.reader(f)]
+            keep = [r for r in rows[1:] if len(r) == len(STEP_COLUMNS) and _int(r[0]) is not None
+                    and _int(r[0]) < step]
+            with open(steps, "w", newline="") as f:
+                csv.writer(f).writerows([list(STEP_COLUMNS)] + keep)
+        self._filter_jsonl("events.jsonl", lambda e: e.get("step", 0) <= step)
+        self._filter_jsonl("epochs.jsonl", lambda e: e.get("epoch", 0) < epoch)
+
+    def _filter_jsonl(self, name: str, keep) -> None:
+        path = self.path(name)
+        if not os.path.exists(path):
+            return
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by the kill
+                    continue
+                if keep(obj):
+                    kept.append(obj)
+        with open(path, "w") as f:
+            for obj in kept:
+                f.write(json.dumps(obj) + "\n")
+
+
+def _int(text: str) -> Optional[int]:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

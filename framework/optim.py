@@ -1,0 +1,103 @@
+"""Optimizers and LR schedules from the resolved config: AdamP, LAMB, SGD; the schedules of :mod:`autowu`.
+
+Defaults are the paper's (Appendix A): AdamP with weight decay 0.1, betas (0.9, 0.999), eps 1e-8, delta 0.1; LAMB with
+weight decay 0.1, betas (0.9, 0.999), eps 1e-6. The baseline's peak LR is ``lr_base * sqrt(B / 256)`` with
+``lr_base`` 1e-3 for AdamP (Section 3) and 1e-2 for LAMB (Appendix B). SGD (momentum 0.9, weight decay 5e-4, base LR
+0.1 per 256 images) is there for comparison only. A value given in the YAML or on the command line wins.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import torch
+from torch import nn
+
+import autowu
+
+OPT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adamp": {"lr_base": 1e-3, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8, "adamp_delta": 0.1},
+    "lamb": {"lr_base": 1e-2, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-6},
+    "sgd": {"lr_base": 0.1, "weight_decay": 5e-4, "momentum": 0.9},
+}
+
+
+def resolve_optimizer_defaults(args: argparse.Namespace) -> None:
+    """Fill the optimizer settings left unset (None) with the paper's values for ``args.opt``, and ``args.lr`` (the
+    peak LR of the baseline schedules) from ``lr_base`` and the global batch size unless it was given."""
+    for key, value in OPT_DEFAULTS[args.opt].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    if args.lr is None:
+        args.lr = scaled_lr(args.lr_base, args.batch_size, args.lr_base_size, args.lr_scale)
+
+
+def scaled_lr(lr_base: float, batch_size: int, ref: int, rule: str) -> float:
+    """Peak LR for global batch ``batch_size``: ``sqrt`` (the paper: ``lr_base * sqrt(B/ref)``), ``linear`` or ``none``."""
+    if rule == "sqrt":
+        return autowu.sqrt_scaled_lr(lr_base, batch_size, ref=ref)
+    if rule == "linear":
+        return lr_base * batch_size / ref
+    return lr_base
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool) -> list[dict]:
+    """One group, or two with biases and 1-d (norm) parameters free of weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not exclude_bias_norm or weight_decay == 0:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def create_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamP / LAMB / SGD over ``model``'s parameters with the resolved settings; initial LR ``args.lr``."""
+    groups = param_groups(model, args.weight_decay, args.wd_exclude_bias_norm)
+    if args.opt == "adamp":
+        from adamp import AdamP
+        return AdamP(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps, delta=args.adamp_delta)
+    if args.opt == "lamb":
+        from torch_optimizer import Lamb
+        return Lamb(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps)
+    if args.opt == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=False)
+    raise ValueError(f"--opt {args.opt!r}: use adamp, lamb or sgd")
+
+
+def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of ``autowu.create_scheduler`` for ``args.sched`` (``--sched-kwargs`` added last, wins)."""
+    if args.sched == "baseline":
+        kw = {"peak_lr": args.lr, "warmup_epochs": args.warmup_epochs}
+    elif args.sched == "const-cosine":
+        kw = {"peak_lr": args.lr, "cooldown_fraction": args.cooldown_fraction}
+    elif args.sched in ("autowu-cos", "autowu-const-cos"):
+        kw = {"eta_min": args.autowu_eta_min, "eta_max": args.autowu_eta_max, "rho_w": args.autowu_rho_w,
+              "warmup": args.autowu_warmup, "n_test": args.autowu_n_test, "confidence": args.autowu_confidence,
+              "patience": args.autowu_patience, "cooldown_fraction": args.cooldown_fraction,
+              "rollback": args.autowu_rollback, "seed": args.seed}
+    elif args.sched == "autolr":
+        kw = {}
+    else:
+        raise ValueError(f"--sched {args.sched!r}: use one of {autowu.SCHEDULES}")
+    kw.update(args.sched_kwargs or {})
+    return kw
+
+
+def create_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, model: nn.Module,
+                    steps_per_epoch: int, loss_fn: Optional[Callable] = None,
+                    batches: Optional[Callable[[], Iterator]] = None) -> Any:
+    """The LR schedule ``args.sched`` over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps."""
+    kw = scheduler_kwargs(args)
+    if args.sched in ("autowu-cos", "autowu-const-cos") and kw.get("rollback"):
+        kw["model"] = model
+    if args.sched == "autolr":
+        kw.update(model=model, loss_fn=loss_fn, batches=batches)
+    return autowu.create_scheduler(args.sched, optimizer, steps_per_epoch=steps_per_epoch,
+                                   total_epochs=args.epochs, **kw)
+
+
+def parameters_finite(params: Iterable[torch.Tensor]) -> bool:
+    """Whether every parameter is finite (one host read; called once per epoch before saving)."""
+    flags = [torch.isfinite(p).all() for p in params]
+    return bool(torch.stack(flags).all().item()) if flags else True
