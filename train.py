@@ -192,7 +192,12 @@ def main(args: argparse.Namespace) -> int:
         os.makedirs(args.output, exist_ok=True)
         write_config(argparse.Namespace(**config_dict(args)), os.path.join(args.output, "args.yaml"))
     resume_pos = {"step": ckpt["step"], "epoch": ckpt["epoch"]} if ckpt else None
-    logger = RunLogger(args.output, info.is_main, resume=resume_pos)
+    if info.is_main:
+        logger = RunLogger(args.output, True, resume=resume_pos)
+    else:  # AUTOWU_LOG_ALL_RANKS=1 (a check that ranks agree): OUTPUT/rankN/ gets this rank's steps.csv/events.jsonl
+        all_ranks = os.environ.get("AUTOWU_LOG_ALL_RANKS") == "1" and not temp_output
+        logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
+                           tensorboard=False, console=False)
     logger.write_json("env.json", environment(info, accum))
     logger.info(f"{args.model} on {args.dataset}: batch {args.batch_size} = {args.micro_batch} x {info.world_size} "
                 f"processes x {accum} accumulation; {steps_per_epoch} steps/epoch x {args.epochs} epochs; "
@@ -228,9 +233,6 @@ def main(args: argparse.Namespace) -> int:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
-    stop = StopFlag()
-    stop.install()
-
     def save(path: str, batch_index: int) -> None:
         rngs = _gather_rng(info)
         if info.is_main:
@@ -238,82 +240,85 @@ def main(args: argparse.Namespace) -> int:
                             epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),
                             extra={"loop": state.to_dict(), "rng_per_rank": rngs})
 
-    status, process_start = "finished", time.perf_counter()
-    last_epoch = 1 if args.smoke else args.epochs
-    for epoch in range(state.epoch, last_epoch):
-        state.epoch = epoch
-        if start_batch and ckpt is not None and len(ckpt.get("rng_per_rank", [])) == info.world_size:
-            set_rng_state(ckpt["rng_per_rank"][info.rank])  # mid-epoch resume: continue the same random stream
-        else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
-            seed_everything(args.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank + start_batch)
-        data.train.set_epoch(epoch, start_batch=start_batch)
-        result = train_one_epoch(model, data.train, optimizer, scheduler, amp, loss_fn, state,
-                                 steps_per_epoch=steps_per_epoch, accum_steps=accum, batch_size=args.batch_size,
-                                 info=info, logger=logger, args=args, stop=stop, start_batch=start_batch,
-                                 max_steps=args.smoke or None, total_steps=total_steps)
-        start_batch = 0
-        if result.status == "preempted":
-            save(os.path.join(args.output, "last.pt"), result.batch_index)
-            logger.log_event({"type": "preempted", "epoch": epoch, "step": state.step, "signal": stop.signal,
-                              "batch_index": result.batch_index})
-            logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
-                        "requeued job resumes from it")
-            logger.close()
-            cleanup()
-            return 0
-        if result.status == "diverged":
-            status = "diverged"
-            logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
-                              "consecutive": state.nonfinite_run, "total": state.nonfinite_total})
-            logger.warning(f"diverged: {state.nonfinite_run} non-finite losses in a row (--max-nonfinite "
-                           f"{args.max_nonfinite}) at step {state.step}; stopping. The last good checkpoint is "
-                           f"{args.output}/last.pt (if an epoch finished)")
-            break
-        images_per_s = result.images / max(result.seconds, 1e-9)
-        record = {"epoch": epoch, "step": state.step, "lr": scheduler.get_last_lr()[0],
-                  "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
-                  "epoch_time": result.seconds, "images_per_s": images_per_s}
-        if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
-            record.update(evaluate(model, data.val, amp, info, args.channels_last))
-            state.final_top1, state.final_top5 = record["top1"], record["top5"]
-            if record["top1"] is not None and (state.best_top1 is None or record["top1"] > state.best_top1):
-                state.best_top1, state.best_top5, state.best_epoch = record["top1"], record["top5"], epoch
-        state.images_per_s.append(images_per_s)
-        logger.log_epoch(record)
-        logger.info(f"epoch {epoch}: train loss {_fmt(record['train_loss'])} val loss {_fmt(record['val_loss'])} "
-                    f"top1 {_fmt(record['top1'])} top5 {_fmt(record['top5'])} ({result.seconds:.1f}s, "
-                    f"{images_per_s:.0f} img/s)")
-        state.epoch, state.epoch_loss_sum, state.epoch_loss_n = epoch + 1, 0.0, 0
-        state.elapsed_s += time.perf_counter() - process_start
-        process_start = time.perf_counter()
-        if not args.smoke:
-            if parameters_finite(raw_model.parameters()):
-                save(os.path.join(args.output, "last.pt"), 0)
-                if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
-                    shutil.copyfile(os.path.join(args.output, "last.pt"),
-                                    os.path.join(args.output, f"epoch_{epoch:03d}.pt"))
-            else:
-                logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
-        if result.status == "stopped":
-            break
+    stop = StopFlag()
+    stop.install()
+    try:
+        status, process_start = "finished", time.perf_counter()
+        last_epoch = 1 if args.smoke else args.epochs
+        for epoch in range(state.epoch, last_epoch):
+            state.epoch = epoch
+            if start_batch and ckpt is not None and len(ckpt.get("rng_per_rank", [])) == info.world_size:
+                set_rng_state(ckpt["rng_per_rank"][info.rank])  # mid-epoch resume: continue the same random stream
+            else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
+                seed_everything(args.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank + start_batch)
+            data.train.set_epoch(epoch, start_batch=start_batch)
+            result = train_one_epoch(model, data.train, optimizer, scheduler, amp, loss_fn, state,
+                                     steps_per_epoch=steps_per_epoch, accum_steps=accum, batch_size=args.batch_size,
+                                     info=info, logger=logger, args=args, stop=stop, start_batch=start_batch,
+                                     max_steps=args.smoke or None, total_steps=total_steps)
+            start_batch = 0
+            if result.status == "preempted":
+                save(os.path.join(args.output, "last.pt"), result.batch_index)
+                logger.log_event({"type": "preempted", "epoch": epoch, "step": state.step, "signal": stop.signal,
+                                  "batch_index": result.batch_index})
+                logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
+                            "requeued job resumes from it")
+                return 0
+            if result.status == "diverged":
+                status = "diverged"
+                logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
+                                  "consecutive": state.nonfinite_run, "total": state.nonfinite_total})
+                logger.warning(f"diverged: {state.nonfinite_run} non-finite losses in a row (--max-nonfinite "
+                               f"{args.max_nonfinite}) at step {state.step}; stopping. The last good checkpoint is "
+                               f"{args.output}/last.pt (if an epoch finished)")
+                break
+            images_per_s = result.images / max(result.seconds, 1e-9)
+            record = {"epoch": epoch, "step": state.step, "lr": result.last_lr,
+                      "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
+                      "epoch_time": result.seconds, "images_per_s": images_per_s}
+            if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
+                record.update(evaluate(model, data.val, amp, info, args.channels_last))
+                state.final_top1, state.final_top5 = record["top1"], record["top5"]
+                if record["top1"] is not None and (state.best_top1 is None or record["top1"] > state.best_top1):
+                    state.best_top1, state.best_top5, state.best_epoch = record["top1"], record["top5"], epoch
+            state.images_per_s.append(images_per_s)
+            logger.log_epoch(record)
+            logger.info(f"epoch {epoch}: train loss {_fmt(record['train_loss'])} val loss {_fmt(record['val_loss'])} "
+                        f"top1 {_fmt(record['top1'])} top5 {_fmt(record['top5'])} ({result.seconds:.1f}s, "
+                        f"{images_per_s:.0f} img/s)")
+            state.epoch, state.epoch_loss_sum, state.epoch_loss_n = epoch + 1, 0.0, 0
+            state.elapsed_s += time.perf_counter() - process_start
+            process_start = time.perf_counter()
+            if not args.smoke:
+                if parameters_finite(raw_model.parameters()):
+                    save(os.path.join(args.output, "last.pt"), 0)
+                    if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
+                        shutil.copyfile(os.path.join(args.output, "last.pt"),
+                                        os.path.join(args.output, f"epoch_{epoch:03d}.pt"))
+                else:
+                    logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
+            if result.status == "stopped":
+                break
 
-    state.elapsed_s += time.perf_counter() - process_start
-    hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
-                else f"{info.world_size}x cpu ({platform.node()})")
-    results = {"status": status, "config": config_dict(args), "final_top1": state.final_top1,
-               "final_top5": state.final_top5, "best_top1": state.best_top1, "best_top5": state.best_top5,
-               "best_epoch": state.best_epoch, "switch": getattr(scheduler, "switch", None),
-               "wall_time_s": state.elapsed_s, "epochs": state.epoch, "steps": state.step,
-               "images_per_s": (sum(state.images_per_s) / len(state.images_per_s)) if state.images_per_s else None,
-               "hardware": hardware}
-    logger.write_json("results.json", results)
-    logger.info(f"{status}: final top1 {_fmt(state.final_top1)} best top1 {_fmt(state.best_top1)} "
-                f"(epoch {state.best_epoch}); {state.step} steps in {state.elapsed_s:.0f}s")
-    logger.close()
-    if temp_output and info.is_main:
-        shutil.rmtree(args.output, ignore_errors=True)
-    cleanup()
-    return 0
+        state.elapsed_s += time.perf_counter() - process_start
+        hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
+                    else f"{info.world_size}x cpu ({platform.node()})")
+        results = {"status": status, "config": config_dict(args), "final_top1": state.final_top1,
+                   "final_top5": state.final_top5, "best_top1": state.best_top1, "best_top5": state.best_top5,
+                   "best_epoch": state.best_epoch, "switch": getattr(scheduler, "switch", None),
+                   "wall_time_s": state.elapsed_s, "epochs": state.epoch, "steps": state.step,
+                   "images_per_s": (sum(state.images_per_s) / len(state.images_per_s)) if state.images_per_s else None,
+                   "hardware": hardware}
+        logger.write_json("results.json", results)
+        logger.info(f"{status}: final top1 {_fmt(state.final_top1)} best top1 {_fmt(state.best_top1)} "
+                    f"(epoch {state.best_epoch}); {state.step} steps in {state.elapsed_s:.0f}s")
+        return 0
+    finally:
+        stop.uninstall()
+        logger.close()
+        if temp_output and info.is_main:
+            shutil.rmtree(args.output, ignore_errors=True)
+        cleanup()
 
 
 def _gather_rng(info: DistInfo) -> list:

@@ -49,16 +49,16 @@ def seed_everything(seed: int) -> None:
 
 def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     scaler: Optional[torch.amp.GradScaler], epoch: int, step: int, batch_index: int,
-                    config: dict, extra: Optional[dict] = None) -> None:
+                    config: dict, rng_per_rank: list, extra: Optional[dict] = None) -> None:
     """Write everything needed to continue from optimizer step ``step`` (the next micro-batch of epoch ``epoch`` is
-    ``batch_index``) to ``path`` atomically."""
+    ``batch_index``) to ``path`` atomically. ``rng_per_rank``: :func:`rng_state` of every rank."""
     state = {
         "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": epoch, "step": step, "batch_index": batch_index,
-        "rng": rng_state(), "config": config, **(extra or {}),
+        "rng_per_rank": rng_per_rank, "config": config, **(extra or {}),
     }
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "wb") as f:

@@ -81,11 +81,17 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
+        self._previous: dict = {}
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
             if sig is not None:
-                signal.signal(sig, self._handler)
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.signal = signum
@@ -123,6 +129,7 @@ class EpochResult:
     status: str  # "done", "preempted" or "diverged"
     batch_index: int  # the next micro-batch of the epoch (for a mid-epoch checkpoint)
     train_loss: Optional[float]
+    last_lr: Optional[float]  # the LR the epoch's last step used
     images: int
     seconds: float
 
@@ -236,7 +243,8 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
     seconds = time.perf_counter() - t0
     images = (s + 1 - first) * batch_size
     train_loss = state.epoch_loss_sum / state.epoch_loss_n if state.epoch_loss_n else None
-    return EpochResult(status, (s + 1) * accum_steps, train_loss, images, seconds)
+    last_lr = lrs[s] if s >= first else None
+    return EpochResult(status, (s + 1) * accum_steps, train_loss, last_lr, images, seconds)
 
 
 @torch.no_grad()

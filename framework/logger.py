@@ -20,27 +20,29 @@ STEP_COLUMNS = ("step", "epoch", "lr", "loss")
 class RunLogger:
     """Writes the run directory's logs; every method is a no-op when ``enabled`` is false (ranks other than 0)."""
 
-    def __init__(self, output: str, enabled: bool, resume: Optional[dict] = None, tensorboard: bool = True):
+    def __init__(self, output: str, enabled: bool, resume: Optional[dict] = None, tensorboard: bool = True,
+                 console: bool = True):
         self.output, self.enabled = output, enabled
         self.console = logging.getLogger("train")
         self.console.propagate = False
         self.console.handlers.clear()
-        self.console.setLevel(logging.INFO if enabled else logging.WARNING)
-        if not enabled:
+        self.console.setLevel(logging.INFO if enabled and console else logging.WARNING)
+        if not (enabled and console):
             self.console.addHandler(logging.StreamHandler(sys.stderr))
-            self.tb = None
+        self.tb = None
+        if not enabled:
             return
         os.makedirs(output, exist_ok=True)
-        fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-        for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(self.path("train.log"))):
-            handler.setFormatter(fmt)
-            self.console.addHandler(handler)
+        if console:
+            fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+            for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(self.path("train.log"))):
+                handler.setFormatter(fmt)
+                self.console.addHandler(handler)
         if resume is not None:
             self._truncate(resume["step"], resume["epoch"])
         if not os.path.exists(self.path("steps.csv")):
             with open(self.path("steps.csv"), "w", newline="") as f:
                 csv.writer(f).writerow(STEP_COLUMNS)
-        self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(self.path("tb"), purge_step=resume["step"] if resume else None)
