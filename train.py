@@ -238,7 +238,8 @@ def main(args: argparse.Namespace) -> int:
         if info.is_main:
             save_checkpoint(path, model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=amp.scaler,
                             epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),
-                            extra={"loop": state.to_dict(), "rng_per_rank": rngs})
+                            rng_per_rank=rngs,
+                            extra={"loop": state.to_dict()})
 
     stop = StopFlag()
     stop.install()

@@ -220,12 +220,13 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
         losses[s] = step_loss
         scheduler.step(step_loss)
         state.step += 1
-        for entry in scheduler.history[state.history_logged:]:
+        history = getattr(scheduler, "history", ())  # pure schedules may keep none
+        for entry in history[state.history_logged:]:
             logger.log_event(entry)
             if entry.get("type") == "switch":
                 logger.info(f"AutoWU switch at step {entry['step']} (epoch {entry['epoch']}): t*={entry['t_star']:.1f}"
                             f", decay from lr {entry['lr']:.4g} ({entry['reason']})")
-        state.history_logged = len(scheduler.history)
+        state.history_logged = len(history)
         at_end = s + 1 == steps_per_epoch
         hit_max = max_steps is not None and state.step >= max_steps
         if (s + 1) % args.log_interval == 0 or at_end or hit_max:
