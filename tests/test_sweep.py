@@ -1,0 +1,227 @@
+"""scripts/sweep.py (table expansion, command lines, skipping finished runs, SLURM array jobs) and the SLURM batch
+scripts' logic (torchrun command line, requeue on USR1), the latter with fake srun/scontrol/python on PATH."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import sweep  # noqa: E402
+
+BASE = "configs/fashion_mnist_resnet.yaml"
+
+
+def write_table(tmp_path: Path, text: str, name: str = "tbl") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return sweep.get_train_parser()
+
+
+def test_table1_expands_to_the_papers_grid():
+    runs = sweep.expand(sweep.load_table("table1"))
+    by_block = {}
+    for r in runs:
+        by_block.setdefault(r.block, []).append(r)
+    # 3 schedules x 4 batch sizes x 3 seeds (CIFAR), x 1 seed (ImageNet)
+    assert {b: len(rs) for b, rs in by_block.items()} == {"cifar10_resnet18": 36, "cifar100_wrn28_10": 36,
+                                                          "imagenet_resnet50": 12}
+    assert len({r.output for r in runs}) == len(runs)
+    r = next(r for r in runs if r.block == "imagenet_resnet50" and r.row == "autowu-cos" and r.column == "16384")
+    assert r.output == os.path.join("runs", "table1", "imagenet_resnet50", "autowu-cos_b16384_s0")
+    assert r.overrides == {"batch-size": 16384, "sched": "autowu-cos"}
+    assert r.config == "configs/imagenet_resnet50.yaml"
+
+
+def test_overrides_merge_base_column_row_cell(tmp_path, parser):
+    path = write_table(tmp_path, f"""
+        title: t
+        base: {BASE}
+        seeds: [1, 2]
+        overrides: {{epochs: 3, sched: baseline, warmup-epochs: 1}}
+        columns: [256, 2048]
+        rows:
+          a: {{}}
+          b: {{sched: autowu-cos, autowu-rollback: true}}
+        cells:
+          b/2048: {{autowu-patience: 5, opt-betas: [0.8, 0.99], sched-kwargs: {{n_test: 3}}}}
+        """)
+    runs = sweep.expand(sweep.load_table(str(path)), runs_dir="out")
+    assert [(r.row, r.column, r.seed) for r in runs] == [
+        ("a", "256", 1), ("a", "256", 2), ("a", "2048", 1), ("a", "2048", 2),
+        ("b", "256", 1), ("b", "256", 2), ("b", "2048", 1), ("b", "2048", 2)]
+    cell = runs[-1]
+    assert cell.output == os.path.join("out", "tbl", "b_b2048_s2")
+    assert cell.overrides == {"epochs": 3, "sched": "autowu-cos", "warmup-epochs": 1, "batch-size": 2048,
+                              "autowu-rollback": True, "autowu-patience": 5, "opt-betas": [0.8, 0.99],
+                              "sched-kwargs": {"n_test": 3}}
+    argv = sweep.train_argv(cell, parser)
+    assert argv[:6] == ["--config", BASE, "--output", cell.output, "--seed", "2"]
+    assert "--autowu-rollback" in argv and argv[argv.index("--opt-betas") + 1:][:2] == ["0.8", "0.99"]
+    # the command line is what train.py parses back to the same values
+    from framework.config import parse_args
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        args = parse_args(parser, argv)
+    finally:
+        os.chdir(cwd)
+    assert (args.batch_size, args.sched, args.autowu_patience, args.autowu_rollback) == (2048, "autowu-cos", 5, True)
+    assert args.opt_betas == [0.8, 0.99] and args.sched_kwargs == {"n_test": 3} and args.seed == 2
+    # a false boolean becomes --no-FLAG
+    assert sweep.flag_tokens(parser, "hflip", False) == ["--no-hflip"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("title: t\nbase: configs/nope.yaml\ncolumns: [256]\nrows: {a: {}}\n", "does not exist"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\ncolour: red\n", "unknown key(s) ['colour']"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\ncells: {{c/256: {{}}}}\n", "cell 'c/256'"),
+    (f"title: t\nbase: {BASE}\ncolumns: []\nrows: {{a: {{}}}}\n", "columns must be"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nseeds: 3\n", "seeds must be"),
+])
+def test_bad_table_is_refused_with_the_reason(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(sweep.TableError) as e:
+        sweep.load_table(str(path))
+    assert message in str(e.value) and "bad.yaml" in str(e.value)
+
+
+def test_unknown_flag_is_refused(tmp_path, parser):
+    path = write_table(tmp_path, f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{learning-rate: 1}}}}\n")
+    runs = sweep.expand(sweep.load_table(str(path)))
+    with pytest.raises(sweep.TableError, match="unknown train.py flag 'learning-rate'"):
+        sweep.check_runs(runs, parser)
+
+
+def test_slurm_array_lists_only_pending_runs_and_cluster_settings(tmp_path, monkeypatch, capsys):
+    table = write_table(tmp_path, f"title: t\nbase: {BASE}\nseeds: [0, 1]\ncolumns: [256, 1024]\n"
+                                  "rows: {a: {sched: baseline}}\n")
+    runs_dir = tmp_path / "runs"
+    done = runs_dir / "tbl" / "a_b1024_s1"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    env_file = tmp_path / "cluster.env"
+    env_file.write_text("AUTOWU_PARTITION=big\nAUTOWU_GPUS_PER_NODE=8  # per node\nexport AUTOWU_TIME=2:00:00\n"
+                        "AUTOWU_MAX_PARALLEL=2\n")
+    monkeypatch.setenv("AUTOWU_CLUSTER_ENV", str(env_file))
+    monkeypatch.setenv("AUTOWU_PARTITION", "small")  # the environment wins over the file
+    assert sweep.main([str(table), "--slurm", "--nodes", "2", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs, 1 done, 3 pending" in out
+    script = next((runs_dir / "tbl" / "slurm").glob("*.sbatch")).read_text()
+    assert "#SBATCH --array=0-2%2" in script and "#SBATCH --nodes=2" in script
+    assert "#SBATCH --partition=small" in script and "#SBATCH --gres=gpu:8" in script
+    assert "#SBATCH --time=2:00:00" in script and "#SBATCH --signal=B:USR1@90" in script
+    assert "a_b1024_s1" not in script and script.count(" --output ") == 3
+    assert "scripts/slurm/multi_node.sbatch" in script
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the batch scripts, with fake SLURM commands and a fake trainer
+
+FAKE_TRAINER = """#!/bin/bash
+# stands for `python -m torch.distributed.run ... train.py ARGS`: records its argv, then waits; on SIGTERM it
+# "saves and exits 0" like train.py
+echo "$@" > "$FAKE_LOG/trainer_argv"
+trap 'echo term > "$FAKE_LOG/trainer_got"; exit 0' TERM
+touch "$FAKE_LOG/trainer_started"
+if [[ -n ${FAKE_FINISH:-} ]]; then exit 0; fi
+for i in $(seq 300); do sleep 0.1; done
+exit 3
+"""
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    log.mkdir()
+    (bin_dir / "faketrain").write_text(FAKE_TRAINER)
+    (bin_dir / "scontrol").write_text('#!/bin/bash\nif [[ $1 == show ]]; then printf "gpu-a17\\ngpu-a18\\n"; '
+                                      'else echo "$@" >> "$FAKE_LOG/scontrol"; fi\n')
+    # srun: drop its own options, run the command (one node's worth)
+    (bin_dir / "srun").write_text('#!/bin/bash\necho "$@" > "$FAKE_LOG/srun_argv"\n'
+                                  'while [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOWU_", "SLURM_"))}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_LOG=str(log), AUTOWU_ROOT=str(ROOT),
+               AUTOWU_CLUSTER_ENV=str(tmp_path / "cluster.env"), AUTOWU_PYTHON=str(bin_dir / "faketrain"),
+               SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_JOB_NODELIST="gpu-a[17-18]")
+    (tmp_path / "cluster.env").write_text("AUTOWU_GPUS_PER_NODE=4\nAUTOWU_DATA_ROOT=/datasets\n")
+    return env, log, tmp_path
+
+
+def start(script: str, env: dict, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(["bash", f"scripts/slurm/{script}", "--config", BASE, "--output", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_multi_node_builds_the_torchrun_rendezvous_and_requeues_on_usr1(fake_slurm):
+    env, log, tmp = fake_slurm
+    proc = start("multi_node.sbatch", env, tmp / "run")
+    wait_for(log / "trainer_started")
+    argv = (log / "trainer_argv").read_text().split()
+    assert argv[:2] == ["-m", "torch.distributed.run"]
+    joined = " ".join(argv)
+    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 4242 --rdzv_backend c10d --rdzv_endpoint gpu-a17:29500" in joined
+    # data root from the cluster file first, so the run's own --data-dir would win; then the run's flags
+    assert joined.endswith(f"train.py --data-dir /datasets --config {BASE} --output {tmp / 'run'}")
+    proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@90 does before the time limit
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert (log / "trainer_got").read_text().strip() == "term"  # the trainer was asked to save and stop
+    assert (log / "scontrol").read_text().split() == ["requeue", "4242"]
+
+
+def test_single_node_finishing_run_is_not_requeued_and_env_beats_file(fake_slurm):
+    env, log, tmp = fake_slurm
+    env.update(FAKE_FINISH="1", AUTOWU_GPUS_PER_NODE="2")
+    proc = start("single_node.sbatch", env, tmp / "run")
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "--standalone --nnodes 1 --nproc_per_node 2 train.py" in (log / "trainer_argv").read_text()
+    assert not (log / "scontrol").exists()
+
+
+def test_a_failing_run_fails_the_job(fake_slurm):
+    env, log, tmp = fake_slurm
+    (Path(env["AUTOWU_PYTHON"])).write_text("#!/bin/bash\nexit 7\n")
+    proc = start("single_node.sbatch", env, tmp / "run")
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 7, out
+    assert not (log / "scontrol").exists()
+
+
+def test_array_task_runs_its_own_run(fake_slurm, tmp_path, parser):
+    env, log, tmp = fake_slurm
+    table = write_table(tmp_path, f"title: t\nbase: {BASE}\ncolumns: [256, 1024]\nrows: {{a: {{sched: baseline}}}}\n")
+    runs = sweep.expand(sweep.load_table(str(table)), runs_dir=str(tmp_path / "runs"))
+    script = tmp_path / "array.sbatch"
+    script.write_text(sweep.slurm_script(runs, parser, 1, ["--workers", "8"], {}, "t", str(tmp_path)))
+    env.update(SLURM_ARRAY_TASK_ID="1", FAKE_FINISH="1")
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stdout + done.stderr
+    argv = (log / "trainer_argv").read_text()
+    assert shlex.join(sweep.train_argv(runs[1], parser, ["--workers", "8"])) in argv
