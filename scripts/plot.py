@@ -128,6 +128,9 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
         axes[-1, j].set_xlabel("epoch")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3, lw=0.5)
+    if not drew:
+        plt.close(fig)
+        return None
     axes[0, 0].set_ylabel("learning rate")
     axes[1, 0].set_ylabel("training loss")
     if val:
@@ -141,9 +144,6 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     title = table.title + (f" — {block.label}" if block.name else "")
     fig.suptitle(title + "\n(dashed: AutoWU switch; dot: the LR it decays from)", fontsize=9, y=0.995)
     fig.tight_layout(rect=(0, 0, 1, 0.90))
-    if not drew:
-        plt.close(fig)
-        return None
     return fig
 
 

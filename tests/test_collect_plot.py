@@ -1,0 +1,154 @@
+"""scripts/collect.py and scripts/plot.py on fake run directories written in the documented formats
+(docs/DESIGN.md: results.json, steps.csv, events.jsonl, epochs.jsonl)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import collect  # noqa: E402
+import plot  # noqa: E402
+import sweep  # noqa: E402
+
+
+def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, status: str = "finished",
+             steps_per_epoch: int = 10, epochs: int = 4, peak: float = 0.01) -> None:
+    """A finished run: LR rises to ``peak`` (AutoWU: until the switch, then decays from ``peak / 2``)."""
+    out.mkdir(parents=True)
+    total = steps_per_epoch * epochs
+    switch = None
+    if switch_epoch is not None:
+        switch = {"type": "switch", "epoch": switch_epoch, "step": int(switch_epoch * steps_per_epoch),
+                  "t_star": 3, "lr": peak / 2, "reason": "gp-test"}
+    with open(out / "steps.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "epoch", "lr", "loss"])
+        for s in range(total):
+            t = (s + 1) / total
+            if switch is None:
+                lr = peak * min(1.0, (s + 1) / steps_per_epoch) * (1 if s < steps_per_epoch else 1 - t + 0.01)
+            else:
+                lr = 1e-5 * 2.0 ** s if s < switch["step"] else peak / 2 * (1 - t + 0.01)
+            w.writerow([s, s // steps_per_epoch, lr, 2.3 * math.exp(-3 * t)])
+    with open(out / "epochs.jsonl", "w") as f:
+        for e in range(epochs):
+            f.write(json.dumps({"epoch": e, "step": (e + 1) * steps_per_epoch, "top1": top1 - (epochs - e - 1)}) + "\n")
+    if switch:
+        (out / "events.jsonl").write_text(json.dumps(switch) + "\n")
+    (out / "results.json").write_text(json.dumps({
+        "status": status, "final_top1": top1, "best_top1": top1, "switch": switch, "wall_time_s": 30.0,
+        "epochs": epochs, "steps": total, "hardware": "cpu: test"}))
+
+
+@pytest.fixture()
+def table(tmp_path):
+    paper = tmp_path / "paper.csv"
+    paper.write_text("source,block,row,column,top1,top1_std\nTable X,,baseline,256,90.00,0.1\n"
+                     "Table X,,autowu-cos,256,92.50,\nTable X,,autowu-cos,1024,80.00,\n")
+    path = tmp_path / "tbl.yaml"
+    path.write_text(textwrap.dedent(f"""
+        title: A test table
+        caption: Reduced grid.
+        paper: {paper}
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns: [256, 1024]
+        rows:
+          baseline: {{sched: baseline}}
+          autowu-cos: {{sched: autowu-cos}}
+        """))
+    return sweep.load_table(str(path))
+
+
+def test_collect_layout_mean_std_paper_difference_and_missing(table, tmp_path):
+    runs = tmp_path / "runs" / "tbl"
+    fake_run(runs / "baseline_b256_s0", 90.0)
+    fake_run(runs / "baseline_b256_s1", 92.0)
+    fake_run(runs / "autowu-cos_b256_s0", 93.0, switch_epoch=1.5)
+    fake_run(runs / "autowu-cos_b256_s1", 94.0, switch_epoch=2.5)
+    fake_run(runs / "autowu-cos_b1024_s0", 85.0, switch_epoch=2.0)  # seed 1 missing
+    text = collect.collect(table, str(tmp_path / "runs"))
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| Schedule"))
+    assert header == "| Schedule | Batch size 256 | Batch size 1K |"
+    base = next(line for line in lines if line.startswith("| baseline | 91"))
+    # mean (sample std) over the two seeds, the paper's number, ours - paper; a cell with no run says so
+    assert base == "| baseline | 91.00 (1.41) · paper 90.00 · Δ +1.00 | missing |"
+    auto = next(line for line in lines if line.startswith("| autowu-cos | **"))
+    assert auto == "| autowu-cos | **93.50 (0.71)** · paper 92.50 · Δ +1.00 | 85.00 n=1/2 · paper 80.00 · Δ +5.00 |"
+    assert "5 of 8 runs finished" in text
+    # the decay-start table: AutoWU's switch LR and epoch (mean over seeds); the baseline's peak LR and when
+    starts = [line for line in lines if line.startswith("| autowu-cos | 0.005 @")]
+    assert starts == ["| autowu-cos | 0.005 @ ep 2.0 | 0.005 @ ep 2.0 |"]
+    assert any(line.startswith("| baseline | 0.01 @ ep 1.0 | – |") for line in lines)
+    assert "Compute: 5 runs, 2.5 min" in text and "cpu: test" in text and "Reduced grid." in text
+
+
+def test_collect_reports_diverged_runs(table, tmp_path):
+    runs = tmp_path / "runs" / "tbl"
+    fake_run(runs / "baseline_b1024_s0", 10.0, status="diverged")
+    out = runs / "baseline_b1024_s1"
+    fake_run(out, 0.0, status="diverged")
+    res = json.loads((out / "results.json").read_text())
+    res["final_top1"] = None
+    (out / "results.json").write_text(json.dumps(res))
+    text = collect.collect(table, str(tmp_path / "runs"))
+    assert "| baseline | missing · paper 90.00 | 10.00 n=1/2 (2 diverged) |" in text
+
+
+def test_collect_cli_writes_markdown(table, tmp_path):
+    fake_run(tmp_path / "runs" / "tbl" / "baseline_b256_s0", 90.0)
+    out = tmp_path / "t.md"
+    assert collect.main([table.path, "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert out.read_text().startswith("# A test table")
+
+
+def test_plot_draws_lr_loss_panels_and_marks_the_switch(table, tmp_path):
+    runs = tmp_path / "runs" / "tbl"
+    fake_run(runs / "baseline_b256_s0", 90.0)
+    fake_run(runs / "autowu-cos_b256_s0", 93.0, switch_epoch=1.5)
+    fake_run(runs / "autowu-cos_b1024_s0", 85.0, switch_epoch=2.0)
+    block = table.blocks[0]
+    fig = plot.draw_block(table, block, sweep.expand(table, str(tmp_path / "runs")), ["baseline", "autowu-cos"],
+                          val=True)
+    axes = np.array(fig.axes).reshape(3, 2)
+    assert axes[0, 0].get_yscale() == "log" and axes[0, 0].get_title() == "Batch size 256"
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["learning rate", "training loss", "val top-1 (%)"]
+    # both schedules in the 256 column; only AutoWU in the 1K column (no baseline run there)
+    assert [l.get_label() for l in axes[1, 0].get_lines() if not l.get_label().startswith("_")] == \
+        ["baseline", "autowu-cos"]
+    # the switch: a vertical line at its epoch in every panel of the column, and a dot at the LR it decays from
+    for j, ep in ((0, 1.5), (1, 2.0)):
+        for ax in axes[:, j]:
+            assert any(list(l.get_xdata()) == [ep, ep] for l in ax.get_lines())
+    dots = [l for l in axes[0, 1].get_lines() if l.get_marker() == "o"]
+    assert len(dots) == 1 and list(dots[0].get_ydata()) == [0.005]
+    # the loss curve starts near the logged first loss and ends near the last one
+    loss = next(l for l in axes[1, 0].get_lines() if l.get_label() == "baseline").get_ydata()
+    assert loss[0] == pytest.approx(2.3 * math.exp(-3 / 40), rel=1e-6) and loss[-1] < loss[0] / 10
+    out = tmp_path / "fig.png"
+    assert plot.plot_block(table, block, sweep.expand(table, str(tmp_path / "runs")), ["baseline"], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_logged_runs_writes_nothing(table, tmp_path):
+    out = tmp_path / "fig.png"
+    assert not plot.plot_block(table, table.blocks[0], sweep.expand(table, str(tmp_path / "runs")), ["baseline"],
+                               str(out))
+    assert not out.exists()
+
+
+def test_binned_long_series_keeps_shape():
+    x = np.arange(10_000, dtype=float)
+    bx, by = plot.binned(x, x * 2)
+    assert len(bx) <= plot.MAX_POINTS and by == pytest.approx(bx * 2)
+    fx, fy = plot.binned(x, x, reduce="first")
+    assert fx[0] == 0 and set(np.diff(fx)) == {fx[1] - fx[0]}
