@@ -1,0 +1,99 @@
+"""Exact resume: a run killed (SIGKILL) mid-epoch or preempted (SIGTERM, as SLURM does) and started again with
+the same command continues the identical trajectory: same LR at every step, same losses, same AutoWU decisions,
+bit-identical final weights (CPU)."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, decisions, read_jsonl, read_steps, subprocess_env, train_cmd
+
+STEPS_PER_EPOCH = 4096 // 16
+ARGS = ["--dataset", "synthetic", "--model", "fmnist_cnn", "--img-size", "28", "--in-chans", "1",
+        "--num-classes", "10", "--synthetic-train-size", "4096", "--synthetic-val-size", "64", "--workers", "0",
+        "--batch-size", "16", "--micro-batch", "8", "--epochs", "3", "--log-interval", "1", "--device", "cpu",
+        "--sched", "autowu-cos", "--autowu-patience", "1", "--seed", "3"]
+
+
+def launch(run: Path) -> subprocess.Popen:
+    return subprocess.Popen(train_cmd(*ARGS, "--output", str(run)), cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def rows_written(run: Path) -> int:
+    path = run / "steps.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < end, "timed out waiting for the run"
+        time.sleep(0.01)
+
+
+def final_weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    a, b = read_steps(resumed), read_steps(reference)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(3 * STEPS_PER_EPOCH))
+    assert [r["lr"] for r in a] == [r["lr"] for r in b]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert decisions(resumed) == decisions(reference) and decisions(reference)
+    wa, wb = final_weights(resumed), final_weights(reference)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ra, rb = (json.loads((r / "results.json").read_text()) for r in (resumed, reference))
+    assert (ra["final_top1"], ra["switch"], ra["steps"]) == (rb["final_top1"], rb["switch"], rb["steps"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("reference") / "run"
+    finish(launch(run))
+    return run
+
+
+def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
+    run = tmp_path / "run"
+    proc = launch(run)
+    # kill once epoch 0's checkpoint exists and epoch 1 is under way
+    wait_for(lambda: (run / "last.pt").exists() and rows_written(run) >= STEPS_PER_EPOCH + 10, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] < rows_written(run), "the kill must come after steps the checkpoint does not hold"
+    out = finish(launch(run))  # same command: resumes automatically from OUTPUT/last.pt
+    assert f"resumed from {run / 'last.pt'}" in out
+    assert_same_run(run, reference)
+
+
+def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
+    run = tmp_path / "run"
+    proc = launch(run)
+    wait_for(lambda: rows_written(run) >= 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    events = read_jsonl(run / "events.jsonl")
+    assert events[-1]["type"] == "preempted" and events[-1]["signal"] == signal.SIGTERM
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] == events[-1]["step"] and ckpt["step"] < 3 * STEPS_PER_EPOCH
+    done_in_epoch = (ckpt["step"] - 1) % STEPS_PER_EPOCH + 1  # optimizer steps of the interrupted epoch
+    assert ckpt["batch_index"] == 2 * done_in_epoch  # micro-batches consumed (2 per step)
+    assert not (run / "results.json").exists() and "saved" in out
+    finish(launch(run))
+    assert_same_run(run, reference)
