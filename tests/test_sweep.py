@@ -2,6 +2,7 @@
 scripts' logic (torchrun command line, requeue on USR1), the latter with fake srun/scontrol/python on PATH."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -225,3 +226,26 @@ def test_array_task_runs_its_own_run(fake_slurm, tmp_path, parser):
     assert done.returncode == 0, done.stdout + done.stderr
     argv = (log / "trainer_argv").read_text()
     assert shlex.join(sweep.train_argv(runs[1], parser, ["--workers", "8"])) in argv
+
+
+def test_local_sweep_runs_pending_runs_and_skips_finished_ones(tmp_path, capsys):
+    table = write_table(tmp_path, f"""
+        title: t
+        base: {BASE}
+        overrides: {{dataset: synthetic, model: fmnist_cnn, img-size: 28, in-chans: 1, num-classes: 10,
+                     synthetic-train-size: 64, synthetic-val-size: 32, epochs: 1, micro-batch: 16, device: cpu}}
+        columns: [16, 32]
+        rows: {{baseline: {{sched: baseline, warmup-epochs: 0.5}}}}
+        """)
+    runs_dir = tmp_path / "runs"
+    assert sweep.main([str(table), "--local", "--runs-dir", str(runs_dir)]) == 0
+    first, second = runs_dir / "tbl" / "baseline_b16_s0", runs_dir / "tbl" / "baseline_b32_s0"
+    assert json.loads((first / "results.json").read_text())["status"] == "finished"
+    assert (second / "results.json").exists()
+    stamp = (first / "results.json").stat().st_mtime_ns
+    (second / "results.json").unlink()  # as if the second run had been cut off
+    capsys.readouterr()
+    assert sweep.main([str(table), "--local", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 1 done, 1 pending" in out and "(1/1) tbl/baseline_b32_s0" in out
+    assert (first / "results.json").stat().st_mtime_ns == stamp and (second / "results.json").exists()
