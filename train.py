@@ -140,7 +140,9 @@ def prepare_args(args: argparse.Namespace, info: DistInfo) -> None:
         args.val_batch_size, args.workers, args.checkpoint_interval = 2, 0, 0
         args.train_subset = args.val_subset = None
         if info.device.type == "cpu":  # GPU-only settings of a real config
-            args.amp, args.compile = "none", False
+            args.amp, args.compile, args.sync_bn = "none", False, False
+    if args.sync_bn and info.distributed and info.device.type != "cuda":
+        raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm is CUDA-only); use --no-sync-bn on CPU")
     if args.micro_batch is None:
         if args.batch_size % info.world_size:
             raise ConfigError(f"--batch-size {args.batch_size} is not divisible by the {info.world_size} processes; "
@@ -180,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         if ckpt is not None:
             check_resumable(ckpt["config"], config_dict(args), ckpt_file)
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error{f' (rank {info.rank})' if info.distributed else ''}: {e}\n")
         cleanup()
         return 2
     temp_output = args.output is None  # smoke mode without --output: a throwaway run directory
@@ -213,8 +215,12 @@ def main(args: argparse.Namespace) -> int:
     optimizer = create_optimizer(args, model)
     amp = AmpGrad(args.amp, info.device, args.clip_grad)
     loss_fn = build_loss(args.label_smoothing)
+    def autolr_batches():  # AutoLR's probe batches: training micro-batches, on the device
+        for x, y in data.train:
+            yield x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+
     scheduler = create_schedule(args, optimizer, model, steps_per_epoch,
-                                loss_fn=lambda m, x, y: loss_fn(m(x), y), batches=lambda: iter(data.train))
+                                loss_fn=lambda m, x, y: loss_fn(m(x), y), batches=autolr_batches)
     state = LoopState()
     start_batch = 0
     if ckpt is not None:  # the scheduler is built first: building it rewrites the groups' LR

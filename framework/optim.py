@@ -55,14 +55,28 @@ def create_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.
     """AdamP / LAMB / SGD over ``model``'s parameters with the resolved settings; initial LR ``args.lr``."""
     groups = param_groups(model, args.weight_decay, args.wd_exclude_bias_norm)
     if args.opt == "adamp":
-        from adamp import AdamP
-        return AdamP(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps, delta=args.adamp_delta)
+        return _adamp_class()(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps, delta=args.adamp_delta)
     if args.opt == "lamb":
         from torch_optimizer import Lamb
         return Lamb(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps)
     if args.opt == "sgd":
         return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=False)
     raise ValueError(f"--opt {args.opt!r}: use adamp, lamb or sgd")
+
+
+def _adamp_class() -> type:
+    """``adamp.AdamP`` with ``reshape`` in place of ``view``: the package's ``view`` fails on channels_last
+    (non-contiguous) conv weights. Identical results on contiguous parameters."""
+    from adamp import AdamP
+
+    class AdamPAnyLayout(AdamP):
+        def _channel_view(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(x.size(0), -1)
+
+        def _layer_view(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(1, -1)
+
+    return AdamPAnyLayout
 
 
 def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -112,8 +112,9 @@ def test_divergence_stops_with_clear_record(tmp_path, capsys):
 
 
 def test_bf16_channels_last_and_no_decay_groups(tmp_path):
+    """AdamP on channels_last RGB conv weights (non-contiguous) under bf16 autocast, biases/norms without decay."""
     run = tmp_path / "run"
-    assert run_inprocess([*TINY, "--amp", "bf16", "--channels-last", "--wd-exclude-bias-norm", "--epochs", "1",
+    assert run_inprocess([*TINY, "--in-chans", "3", "--amp", "bf16", "--channels-last", "--wd-exclude-bias-norm", "--epochs", "1",
                           "--sched", "autowu-cos", "--output", str(run)]) == 0
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     groups = ckpt["optimizer"]["param_groups"]
