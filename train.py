@@ -265,6 +265,7 @@ def main(args: argparse.Namespace) -> int:
                                      max_steps=args.smoke or None, total_steps=total_steps)
             start_batch = 0
             if result.status == "preempted":
+                state.elapsed_s += time.perf_counter() - process_start
                 save(os.path.join(args.output, "last.pt"), result.batch_index)
                 logger.log_event({"type": "preempted", "epoch": epoch, "step": state.step, "signal": stop.signal,
                                   "batch_index": result.batch_index})

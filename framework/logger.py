@@ -3,7 +3,8 @@ TensorBoard under ``tb/``, ``train.log`` and JSON records (``env.json``, ``resul
 
 Per-step values reach the logger in chunks (the engine reads its device buffers at log intervals), so logging never
 synchronises with the device per step. On resume, rows written after the checkpoint by the interrupted run are
-dropped, so the files read as if the run had never stopped.
+dropped, so the files read as if the run had never stopped; a fresh run (no checkpoint resumed) removes an
+earlier run's logs and results from the directory (its checkpoints are overwritten at the first epoch end).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Any, Iterable, Optional
 
@@ -40,6 +42,11 @@ class RunLogger:
                 self.console.addHandler(handler)
         if resume is not None:
             self._truncate(resume["step"], resume["epoch"])
+        else:  # a fresh run in a used directory (--resume none): the old run's logs and results go
+            for name in ("steps.csv", "events.jsonl", "epochs.jsonl", "results.json"):
+                if os.path.exists(self.path(name)):
+                    os.remove(self.path(name))
+            shutil.rmtree(self.path("tb"), ignore_errors=True)
         if not os.path.exists(self.path("steps.csv")):
             with open(self.path("steps.csv"), "w", newline="") as f:
                 csv.writer(f).writerow(STEP_COLUMNS)

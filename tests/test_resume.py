@@ -97,3 +97,15 @@ def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
     assert not (run / "results.json").exists() and "saved" in out
     finish(launch(run))
     assert_same_run(run, reference)
+
+
+def test_resume_refuses_a_changed_config_and_none_starts_afresh(tmp_path, capsys):
+    from conftest import TINY, run_inprocess
+    run = tmp_path / "run"
+    assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    before = (run / "last.pt").read_bytes()
+    assert run_inprocess([*TINY, "--epochs", "1", "--batch-size", "64", "--output", str(run)]) == 2
+    assert "batch_size: checkpoint 32 vs now 64" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == before  # nothing touched
+    assert run_inprocess([*TINY, "--epochs", "2", "--resume", "none", "--output", str(run)]) == 0
+    assert [r["step"] for r in read_steps(run)] == list(range(8))  # a fresh 2-epoch run, old rows dropped
