@@ -31,7 +31,8 @@ from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.distributed import DistInfo, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
 from framework.logger import RunLogger
-from framework.optim import create_optimizer, create_schedule, parameters_finite, resolve_optimizer_defaults
+from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
+                            resolve_optimizer_defaults)
 
 NOT_CONFIG = ("config", "local_rank")  # parsed flags that are not part of a run's config
 
@@ -177,6 +178,7 @@ def main(args: argparse.Namespace) -> int:
         from framework.data import build_data
         from framework.models import create_model
         data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
+        check_schedule(args, data.steps_per_epoch)
         ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
         ckpt = load_checkpoint(ckpt_file) if ckpt_file else None
         if ckpt is not None:
@@ -215,6 +217,7 @@ def main(args: argparse.Namespace) -> int:
     optimizer = create_optimizer(args, model)
     amp = AmpGrad(args.amp, info.device, args.clip_grad)
     loss_fn = build_loss(args.label_smoothing)
+
     def autolr_batches():  # AutoLR's probe batches: training micro-batches, on the device
         for x, y in data.train:
             yield x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)

@@ -111,6 +111,18 @@ def create_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, 
                                    total_epochs=args.epochs, **kw)
 
 
+def check_schedule(args: argparse.Namespace, steps_per_epoch: int) -> None:
+    """Build the schedule once on a stand-in parameter so a bad setting (e.g. ``rho_w * T < 1``, warmup longer than
+    the run) is reported before the run writes anything. AutoLR, which needs the model, is checked when built."""
+    if args.sched == "autolr":
+        return
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
+    kw = scheduler_kwargs(args)
+    if kw.get("rollback"):
+        kw["model"] = nn.Linear(1, 1)
+    autowu.create_scheduler(args.sched, probe, steps_per_epoch=steps_per_epoch, total_epochs=args.epochs, **kw)
+
+
 def parameters_finite(params: Iterable[torch.Tensor]) -> bool:
     """Whether every parameter is finite (one host read; called once per epoch before saving)."""
     flags = [torch.isfinite(p).all() for p in params]

@@ -68,6 +68,8 @@ def test_cli_errors_write_nothing(tmp_path):
     (["--batch-size", "40", "--micro-batch", "16"], "not a multiple of --micro-batch 16"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/data"], "cifar10"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--sched", "baseline", "--warmup-epochs", "7"], "warmup_epochs=7.0 must be in [0, total_epochs=3]"),
+    (["--sched", "autowu-cos", "--autowu-rho-w", "1.5"], "rho_w=1.5"),
 ])
 def test_bad_runs_fail_before_writing(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
