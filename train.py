@@ -26,7 +26,7 @@ from torch import nn
 
 import autowu
 from framework.checkpoint import (check_resumable, load_checkpoint, resume_path, rng_state, save_checkpoint,
-                                  seed_everything, set_rng_state, unwrap_model)
+                                  seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.distributed import DistInfo, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import ROOT, TINY, decisions, free_port, read_steps, subprocess_env
+from conftest import ROOT, TINY, decisions, free_port, read_jsonl, read_steps, subprocess_env
 
 from framework.distributed import first_host, world_info_from_env
 
@@ -109,3 +112,30 @@ def test_launcher_variables_are_read_in_order(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     assert world_info_from_env() == (3, 3, 4, "torchrun")
+
+
+def test_sigterm_to_torchrun_saves_once_and_resumes_identically(tmp_path):
+    """SLURM preemption under torchrun: torchrun forwards SIGTERM to both workers, which agree on one step, save
+    last.pt and exit; relaunching continues exactly like an uninterrupted 2-process run."""
+    args = [*DIST_ARGS, "--synthetic-train-size", "2048", "--epochs", "2", "--log-interval", "1"]
+
+    def torchrun(run: Path) -> subprocess.Popen:
+        return popen([*TORCHRUN, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                      "--master_port", str(free_port()), str(ROOT / "train.py"), *args, "--output", str(run)])
+
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    run_all([torchrun(reference)])
+    proc = torchrun(run)
+    end = time.monotonic() + 240
+    while not ((run / "steps.csv").exists() and len((run / "steps.csv").read_text().splitlines()) > 20):
+        assert proc.poll() is None and time.monotonic() < end, "the run ended before it could be preempted"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=240)  # torchrun itself exits non-zero after forwarding the signal
+    events = read_jsonl(run / "events.jsonl")
+    assert [e["type"] for e in events].count("preempted") == 1 and events[-1]["type"] == "preempted"
+    assert read_jsonl(run / "rank1" / "events.jsonl")[-1] == events[-1]  # both ranks stopped at the same step
+    run_all([torchrun(run)])
+    assert read_steps(run) == read_steps(reference) and decisions(run) == decisions(reference)
+    wa, wb = (torch.load(r / "last.pt", map_location="cpu", weights_only=False)["model"] for r in (run, reference))
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)
