@@ -194,9 +194,9 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
                         f"{done_steps * batch_size / max(elapsed, 1e-9):.0f} img/s ETA {_hms(eta)}")
         return state.nonfinite_run >= args.max_nonfinite > 0
 
-    data_iter = iter(train)
-    i = start_batch - 1
-    for i, (x, y) in enumerate(data_iter, start=start_batch):
+    for i, (x, y) in enumerate(train, start=start_batch):
+        if i >= steps_per_epoch * accum_steps:  # a loader with a trailing partial step: it is not a step
+            break
         k = i % accum_steps
         last = k == accum_steps - 1
         s = i // accum_steps
