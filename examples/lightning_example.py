@@ -1,0 +1,140 @@
+"""AutoWU with PyTorch Lightning: a per-step, loss-driven scheduler, checkpointed and resumed by Lightning.
+
+    python examples/lightning_example.py --output runs/lightning                # CPU, synthetic data, ~20 s
+    python examples/lightning_example.py --output runs/lightning --resume last  # continue from last.ckpt
+
+The recipe is ``LitClassifier.configure_optimizers`` below:
+
+    scheduler = AutoWU(optimizer, steps_per_epoch, total_epochs, ...)
+    return {"optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1,
+                             "reduce_on_plateau": True, "monitor": "train_loss"}}
+
+and, in ``training_step``, ``self.log("train_loss", loss, on_step=True, on_epoch=False)``. Why each key:
+  * ``interval: "step"`` - AutoWU changes the LR after every optimizer step (Lightning skips accumulation
+    micro-batches, so ``accumulate_grad_batches`` needs nothing more; ``steps_per_epoch`` counts optimizer steps);
+  * ``reduce_on_plateau: True`` - only then does Lightning pass the monitored metric: it calls
+    ``scheduler.step(trainer.callback_metrics["train_loss"])``; without it AutoWU would get no loss and says so;
+  * ``monitor: "train_loss"`` - the per-step training loss, which the module logs with ``on_step=True``.
+AutoWU is a ``torch.optim.lr_scheduler.LRScheduler`` with ``state_dict``/``load_state_dict``, so Lightning accepts it
+without an ``lr_scheduler_step`` override and stores its state in every checkpoint (``checkpoint["lr_schedulers"]``):
+a resumed run continues the same LR trajectory, and a warmup decision already taken is not taken again.
+Give the scheduler the same ``total_epochs`` on resume (AutoWU refuses a state made for another schedule).
+
+Checkpoints: Lightning steps a ``reduce_on_plateau`` scheduler after ``on_train_batch_end`` and after validation, so
+a checkpoint written from those hooks (``ModelCheckpoint(every_n_train_steps=...)``, or a validation-end checkpoint)
+holds the scheduler one step behind the optimizer. Keep the default epoch-end checkpoints, as below, or see
+``tests/test_examples.py`` for what is checked.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from autowu import AutoWU  # noqa: E402
+from plain_loop import build_model, make_data, param_groups  # noqa: E402  (examples/ is the script's directory)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output", default="runs/lightning", help="CSV logs and checkpoints go here")
+    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--batches-per-epoch", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=64, help="examples per micro-batch")
+    p.add_argument("--accum", type=int, default=1, help="Lightning's accumulate_grad_batches")
+    p.add_argument("--rho-w", type=float, default=0.5, help="AutoWU's longest warmup, as a fraction of the run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", default=None, help="'last' (OUTPUT/checkpoints/last.ckpt) or a .ckpt path")
+    p.add_argument("--progress-bar", action="store_true")
+    return p
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, steps_per_epoch: int, total_epochs: int, rho_w: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)  # AutoWU's metric, every step
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(param_groups(self.model), lr=1.0)  # group 0's LR is set by AutoWU
+        scheduler = AutoWU(optimizer, self.hparams.steps_per_epoch, self.hparams.total_epochs,
+                           immediate_cooldown=True, cooldown_type="cosine",
+                           rho_w=self.hparams.rho_w, seed=self.hparams.seed)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1,
+                                 "reduce_on_plateau": True, "monitor": "train_loss"}}
+
+
+class AutoWUReport(pl.Callback):
+    """Records the LR of every optimizer step and prints AutoWU's phase each epoch and its switch."""
+
+    def __init__(self) -> None:
+        self.lr: dict[int, float] = {}  # global step (0-based optimizer step) -> LR that step used
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.lr[trainer.global_step] = optimizer.param_groups[0]["lr"]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        sched = trainer.lr_scheduler_configs[0].scheduler
+        loss = trainer.callback_metrics.get("train_loss")
+        print(f"epoch {trainer.current_epoch:2d}  {sched.phase:6s}  lr {sched.get_last_lr()[0]:.3g}  "
+              f"loss {float(loss) if loss is not None else float('nan'):.4f}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        switch = trainer.lr_scheduler_configs[0].scheduler.switch
+        if switch is not None:
+            print(f"AutoWU switched at step {switch['step']} (epoch {switch['epoch']}, reason {switch['reason']}): "
+                  f"decay from lr {switch['lr']:.4g}")
+
+
+def make_loader(args: argparse.Namespace) -> DataLoader:
+    x, y = make_data(args.batches_per_epoch * args.batch_size, seed=args.seed)
+    # Synthetic i.i.d. data in a fixed order: an uninterrupted and a resumed run see the same batches.
+    return DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=False)
+
+
+def run(args: argparse.Namespace, callbacks: tuple = ()) -> tuple[pl.Trainer, AutoWUReport]:
+    """Train (or resume) and return the trainer and the LR record."""
+    pl.seed_everything(args.seed, verbose=False)
+    loader = make_loader(args)
+    steps_per_epoch = math.ceil(len(loader) / args.accum)  # optimizer steps (Lightning steps on the last batch too)
+    module = LitClassifier(steps_per_epoch, args.epochs, rho_w=args.rho_w, seed=args.seed)
+    report = AutoWUReport()
+    ckpt_dir = os.path.join(args.output, "checkpoints")
+    trainer = pl.Trainer(
+        max_epochs=args.epochs, accelerator="cpu", devices=1, accumulate_grad_batches=args.accum,
+        logger=CSVLogger(args.output, name="logs"), log_every_n_steps=1,  # logs/version_N/metrics.csv
+        callbacks=[LearningRateMonitor(logging_interval="step"),
+                   ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), report, *callbacks],
+        enable_progress_bar=args.progress_bar, enable_model_summary=False, deterministic=True)
+    ckpt = os.path.join(ckpt_dir, "last.ckpt") if args.resume == "last" else args.resume
+    trainer.fit(module, loader, ckpt_path=ckpt)
+    return trainer, report
+
+
+def main(argv: list[str] | None = None) -> pl.Trainer:
+    args = get_args_parser().parse_args(argv)
+    trainer, _ = run(args)
+    print(f"logs: {trainer.logger.log_dir}/metrics.csv (train_loss, lr-AdamW per step); "
+          f"checkpoint: {args.output}/checkpoints/last.ckpt")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
