@@ -67,7 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--windows", type=int, default=5, help="timed windows per side (the median is reported)")
     g.add_argument("--warmup-steps", type=int, default=5, help="untimed optimizer steps per side first")
     g.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="epoch length for AutoWU (default: training-set size / batch, or 100 for synthetic data)")
+                   help="epoch length for AutoWU (default: training-set size / batch)")
     g.add_argument("--no-timm", action="store_true", help="time only our loop")
     return parser
 
@@ -92,7 +92,7 @@ def resolve(args: argparse.Namespace, info: DistInfo) -> tuple[int, int, int, in
     accum = args.batch_size // (args.micro_batch * info.world_size)
     steps_per_epoch = args.steps_per_epoch
     if steps_per_epoch is None:
-        images = args.train_subset or TRAIN_IMAGES.get(args.dataset, 100 * args.batch_size)
+        images = args.train_subset or TRAIN_IMAGES.get(args.dataset, args.synthetic_train_size)
         steps_per_epoch = max(1, images // args.batch_size)
     if steps_per_epoch < 1:
         raise ConfigError(f"--steps-per-epoch must be >= 1, got {steps_per_epoch}")
@@ -316,24 +316,33 @@ def describe_device(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
 
 
-def main(argv: Optional[list[str]] = None) -> dict:
-    """Run the benchmark; print the figures and return them."""
+def prepare(argv: Optional[list[str]] = None) -> tuple[argparse.Namespace, DistInfo, dict]:
+    """Parse and check the arguments; return them, the device info and what both sides are built from
+    (``dims``, ``accum``, ``steps_per_epoch`` and one device-resident micro-batch ``x``, ``y``)."""
     args = parse_args(get_args_parser(), argv)
     info = init_distributed(args.device, None)
     if info.distributed:
         raise ConfigError("run the benchmark as one process (python, not torchrun): it times a single device")
-    device = info.device
     num_classes, in_chans, img_size, accum, steps_per_epoch = resolve(args, info)
-    dims = (num_classes, in_chans, img_size)
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.micro_batch, in_chans, img_size, img_size, generator=gen).to(info.device)
+    y = torch.randint(0, num_classes, (args.micro_batch,), generator=gen).to(info.device)
+    return args, info, {"dims": (num_classes, in_chans, img_size), "accum": accum,
+                        "steps_per_epoch": steps_per_epoch, "x": x, "y": y}
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    """Run the benchmark; print the figures and return them."""
+    args, info, built = prepare(argv)
+    device, steps_per_epoch = info.device, built["steps_per_epoch"]
+    in_chans, img_size, num_classes = built["dims"][1], built["dims"][2], built["dims"][0]
+    accum = built["accum"]
     if device.type == "cuda":  # what timm's train.py sets; train.py should do the same (see results/)
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
-    gen = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.micro_batch, in_chans, img_size, img_size, generator=gen).to(device)
-    y = torch.randint(0, num_classes, (args.micro_batch,), generator=gen).to(device)
-    sides = [Ours(args, info, dims, accum, steps_per_epoch, x, y)]
+    sides = [Ours(args, info, **built)]
     if not args.no_timm:
-        sides.append(Timm(args, info, dims, accum, steps_per_epoch, x, y))
+        sides.append(Timm(args, info, **built))
     n_params = sum(p.numel() for p in sides[0].model.parameters())
     print(f"device: {describe_device(device)}; torch {torch.__version__}; host {platform.node()}")
     print(f"model {args.model} ({n_params / 1e6:.2f}M params) at {in_chans}x{img_size}x{img_size}, {num_classes} "

@@ -1,0 +1,83 @@
+"""scripts/bench_throughput.py on a tiny config: well-formed figures (never timed assertions), and the training loop's
+host reads: our engine reads the device once per log interval, never per step; timm's loop reads once per batch."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+
+import pytest
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench_throughput", ROOT / "scripts" / "bench_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+# fmnist_cnn on 28x28 synthetic data; global batch 8 in micro-batches of 4 (2 accumulation steps)
+TINY = ["--dataset", "synthetic", "--model", "fmnist_cnn", "--img-size", "28", "--in-chans", "1", "--num-classes",
+        "10", "--batch-size", "8", "--micro-batch", "4", "--device", "cpu", "--sched", "autowu-cos", "--epochs", "4",
+        "--synthetic-train-size", "64"]
+NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def test_benchmark_prints_steps_images_ratio_and_scheduler_share(capsys):
+    result = bench.main(TINY + ["--steps", "2", "--windows", "2", "--warmup-steps", "3", "--log-interval", "5"])
+    out = capsys.readouterr().out
+    lines = {}
+    for side in ("ours", "timm"):
+        m = re.search(rf"^{side}\s+{NUMBER} steps/s\s+{NUMBER} images/s\s+{NUMBER} ms/step", out, re.M)
+        assert m, f"no figures line for {side} in:\n{out}"
+        lines[side] = [float(v) for v in m.groups()]
+        steps_per_s, images_per_s, ms = lines[side]
+        assert steps_per_s > 0 and math.isfinite(steps_per_s)
+        assert images_per_s == pytest.approx(8 * steps_per_s, rel=1e-2)  # images = steps x global batch
+        assert ms == pytest.approx(1e3 / steps_per_s, rel=1e-2)
+        assert len(result[side]["windows_steps_per_s"]) == 2
+        assert result[side]["steps_per_s"] == pytest.approx(steps_per_s, rel=1e-3)
+    ratio = float(re.search(rf"ratio ours/timm: {NUMBER}", out).group(1))
+    assert ratio == pytest.approx(lines["ours"][0] / lines["timm"][0], rel=1e-2)
+    share = re.search(rf"AutoWU: step\(loss\) {NUMBER} us; epoch-end gather \+ GP test {NUMBER} ms \((\d+) tests "
+                      rf"over (\d+) epochs of (\d+) steps\); amortized {NUMBER} us/step = {NUMBER}% of our", out)
+    assert share, out
+    assert int(share.group(3)) >= 1  # the GP test really ran at an epoch end
+    assert int(share.group(5)) == 64 // 8  # default epoch: synthetic training set / global batch
+    assert float(share.group(7)) == pytest.approx(result["scheduler"]["share_percent"], rel=1e-2, abs=1e-4)
+    assert "host reads" in out and result["host_reads"]["ours"]["steps"] == 2
+
+
+def test_no_timm_times_only_our_loop(capsys):
+    result = bench.main(TINY + ["--steps", "1", "--windows", "1", "--warmup-steps", "1", "--no-timm"])
+    out = capsys.readouterr().out
+    assert "timm" not in result and "ratio" not in result and "ratio ours/timm" not in out
+    assert re.search(rf"^ours\s+{NUMBER} steps/s", out, re.M)
+
+
+def test_bad_benchmark_settings_are_clear_errors():
+    with pytest.raises(bench.ConfigError, match="--windows"):
+        bench.main(TINY + ["--windows", "0"])
+    with pytest.raises(bench.ConfigError, match="--batch-size 8 is not a multiple of --micro-batch 3"):
+        bench.main(TINY + ["--micro-batch", "3"])
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamp"])
+def test_engine_reads_the_device_once_per_log_interval_not_per_step(opt):
+    """Through the real train_one_epoch (with AutoWU getting device tensors, 2 micro-batches per step): host reads
+    outside optimizer.step equal the log flushes, whatever the number of steps."""
+    args, info, built = bench.prepare(TINY + ["--opt", opt, "--log-interval", "4", "--steps-per-epoch", "1000"])
+    ours = bench.Ours(args, info, **built)
+    ours.run(1)  # lazy initialisation
+    for steps, flushes in ((4, 1), (12, 3), (6, 2)):  # 6 steps: one flush at step 4, one at the end of the call
+        with bench.count_host_reads(ours.optimizer) as counts:
+            ours.run(steps)
+        assert counts["loop"] == flushes, f"{steps} steps: {counts}"
+
+
+def test_the_counter_sees_timms_per_batch_loss_item():
+    """The counter is not blind: timm's single-process loop calls loss.item() after every micro-batch."""
+    args, info, built = bench.prepare(TINY + ["--opt", "sgd"])
+    ref = bench.Timm(args, info, **built)
+    ref.run(1)
+    with bench.count_host_reads(ref.optimizer) as counts:
+        ref.run(3)
+    assert counts["loop"] == 3 * built["accum"] == 6
