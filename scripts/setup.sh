@@ -92,7 +92,7 @@ else
         pip_install -c constraints.txt --upgrade torch torchvision
         touch "$VENV/.torch-by-setup"
     fi
-    have_torch="$("$PY" -c 'import torch; print(torch.__version__)')" || die "torch does not import (see $LOG)"
+    have_torch="$("$PY" -c 'import torch; print(torch.__version__)' 2>>"$LOG")" || die "torch does not import (see $LOG)"
     if [[ -f "$VENV/.torch-by-setup" ]]; then
         constraints=constraints.txt
         say "torch $have_torch"
@@ -110,7 +110,12 @@ else
     pip_install -r "$REQUIREMENTS" -c "$constraints"
     say "autowu package (pip install -e .)"
     pip_install -e . --no-deps
-    "$PY" -c 'import autowu, torch, torchvision' 2>>"$LOG" || die "the installed packages do not import (see $LOG)"
+    if ! "$PY" -c 'import autowu, torch, torchvision' 2>>"$LOG"; then
+        tail -n 3 "$LOG" >&2
+        [[ "$constraints" == constraints.txt ]] || die "the installed packages do not import (log: $LOG). With your" \
+            "own torch, install the torchvision built for it from the same index first (see the top of this script)"
+        die "the installed packages do not import (log: $LOG)"
+    fi
     rm -f "$VENV"/.setup-*
     echo "$STAMP" >"$VENV/.setup-$MODE"
 fi
