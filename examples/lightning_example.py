@@ -1,6 +1,6 @@
 """AutoWU with PyTorch Lightning: a per-step, loss-driven scheduler, checkpointed and resumed by Lightning.
 
-    python examples/lightning_example.py --output runs/lightning                # CPU, synthetic data, ~20 s
+    python examples/lightning_example.py --output runs/lightning                # CPU, synthetic data, ~10 s
     python examples/lightning_example.py --output runs/lightning --resume last  # continue from last.ckpt
 
 The recipe is ``LitClassifier.configure_optimizers`` below:
@@ -22,9 +22,13 @@ a resumed run continues the same LR trajectory, and a warmup decision already ta
 Give the scheduler the same ``total_epochs`` on resume (AutoWU refuses a state made for another schedule).
 
 Checkpoints: Lightning steps a ``reduce_on_plateau`` scheduler after ``on_train_batch_end`` and after validation, so
-a checkpoint written from those hooks (``ModelCheckpoint(every_n_train_steps=...)``, or a validation-end checkpoint)
-holds the scheduler one step behind the optimizer. Keep the default epoch-end checkpoints, as below, or see
-``tests/test_examples.py`` for what is checked.
+a checkpoint written from those hooks (``ModelCheckpoint(every_n_train_steps=...)``, or one written at validation
+end) holds the scheduler one step behind the optimizer (checked with pytorch-lightning 2.6 for
+every_n_train_steps: tests/test_examples.py). The default epoch-end
+checkpoint used here is exact. For mid-epoch checkpoints, step AutoWU as a plain per-step scheduler instead:
+keep ``loss.detach()`` in ``training_step`` as ``self._step_loss``, return only ``{"scheduler": scheduler,
+"interval": "step"}``, and override ``def lr_scheduler_step(self, scheduler, metric): scheduler.step(self._step_loss)``;
+Lightning runs that before ``on_train_batch_end``.
 """
 from __future__ import annotations
 

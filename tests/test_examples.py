@@ -150,6 +150,41 @@ def test_lightning_checkpoint_holds_the_scheduler_and_resume_continues_the_traje
         lightning_full[0].lr_scheduler_configs[0].scheduler.switch
 
 
+def test_lightning_mid_epoch_checkpoints_need_the_per_step_variant(lightning, tmp_path):
+    """The documented caveat and its fix: every_n_train_steps checkpoints lag one scheduler step with the
+    reduce_on_plateau recipe, and are exact when AutoWU is stepped from lr_scheduler_step with the kept loss."""
+
+    class PerStep(lightning.LitClassifier):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self._step_loss = loss.detach()
+            return loss
+
+        def lr_scheduler_step(self, scheduler, metric):
+            scheduler.step(self._step_loss)
+
+        def configure_optimizers(self):
+            config = super().configure_optimizers()
+            config["lr_scheduler"] = {"scheduler": config["lr_scheduler"]["scheduler"], "interval": "step"}
+            return config
+
+    def steps_in_checkpoints(module_cls, out):
+        module = module_cls(steps_per_epoch=12, total_epochs=2)
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[pl.callbacks.ModelCheckpoint(
+                                 dirpath=out, every_n_train_steps=5, save_top_k=-1)])
+        args = lightning.get_args_parser().parse_args(["--output", str(out)])
+        trainer.fit(module, lightning.make_loader(args))
+        cks = [torch.load(f, map_location="cpu", weights_only=False) for f in sorted(out.glob("*.ckpt"))]
+        return {ck["global_step"]: ck["lr_schedulers"][0]["step"] for ck in cks}
+
+    lagging = steps_in_checkpoints(lightning.LitClassifier, tmp_path / "plateau")
+    exact = steps_in_checkpoints(PerStep, tmp_path / "per_step")
+    assert sorted(lagging) == sorted(exact) == [5, 10, 15, 20]
+    assert all(sched == opt - 1 for opt, sched in lagging.items())
+    assert all(sched == opt for opt, sched in exact.items())
+
+
 def test_lightning_gradient_accumulation(lightning, tmp_path):
     args = lightning.get_args_parser().parse_args(["--output", str(tmp_path), "--epochs", "6", "--accum", "3"])
     trainer, report = lightning.run(args)
