@@ -81,19 +81,21 @@ def derive_seed(*parts: int) -> int:
 
 
 @contextmanager
-def seeded_rngs(seed: int):
-    """Run a block with Python's, NumPy's and torch's CPU generators seeded from ``seed``, restoring them after:
-    library transforms (torchvision, timm) draw from those global generators."""
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
+def seeded_rngs(seed: int, restore: bool = True):
+    """Run a block with Python's, NumPy's and torch's CPU generators seeded from ``seed``: library transforms
+    (torchvision, timm) and timm's Mixup draw from those global generators. ``restore``: put the caller's states back
+    afterwards (needed in the training process; DataLoader workers own their generators and skip the cost)."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if restore else None
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds every device (slow)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
 
 
 def shard_indices(n: int, *, epoch: int, seed: int, rank: int, world_size: int) -> torch.Tensor:
@@ -210,7 +212,8 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = key
         img, label = self.base[index]
-        with seeded_rngs(derive_seed(self.seed, epoch, index, 7)):
+        in_worker = torch.utils.data.get_worker_info() is not None
+        with seeded_rngs(derive_seed(self.seed, epoch, index, 7), restore=not in_worker):
             return self.transform(img), int(label)
 
 

@@ -1,0 +1,86 @@
+"""framework/models.py: our networks are in timm's registry, have the published shapes and sizes, and
+create_model builds timm's own models from train.py's arguments."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import timm
+import torch
+
+import framework.models  # noqa: F401  (registers the models)
+from framework.models import create_model
+
+OURS = {"cifar_resnet18": (3, 32), "wrn28_10": (3, 32), "fmnist_cnn": (1, 28), "fmnist_resnet": (1, 28)}
+
+
+def args(model: str, drop_path=None) -> argparse.Namespace:
+    return argparse.Namespace(model=model, drop_path=drop_path)
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_registered_in_timm_and_output_shape(name):
+    assert name in timm.list_models()
+    in_chans, size = OURS[name]
+    model = timm.create_model(name, num_classes=7, in_chans=in_chans).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, in_chans, size, size))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_published_sizes():
+    # WRN-28-10 on CIFAR-100: 36.5M parameters (Zagoruyko & Komodakis 2016, Table 1)
+    assert 36.4e6 < n_params(timm.create_model("wrn28_10", num_classes=100)) < 36.6e6
+    # CIFAR ResNet-18: 11.17M parameters for 10 classes
+    assert 11.1e6 < n_params(timm.create_model("cifar_resnet18", num_classes=10)) < 11.2e6
+    # the pytorch/examples MNIST net of AutoLR Appendix G: 32/64 3x3 convs, fc 9216->128->10
+    assert n_params(timm.create_model("fmnist_cnn", num_classes=10)) == 320 + 18_496 + 9216 * 128 + 128 + 1290
+
+
+def test_cifar_resnet18_keeps_resolution_in_the_stem():
+    model = timm.create_model("cifar_resnet18", num_classes=10).eval()
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(1, 3, 32, 32))
+    assert feats.shape == (1, 512, 4, 4)  # 32 -> 32 -> 16 -> 8 -> 4: no stride-2 stem, no max-pool
+
+
+def test_create_model_passes_dataset_shape_and_drop_path():
+    m = create_model(args("wrn28_10", drop_path=0.1), num_classes=5, in_chans=3, img_size=32)
+    assert m.fc.out_features == 5 and any(type(x).__name__ == "DropPath" for x in m.modules())
+    vit = create_model(args("vit_small_patch16_224", drop_path=0.1), num_classes=3, in_chans=3, img_size=32)
+    with torch.no_grad():
+        assert vit.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    r50 = create_model(args("resnet50"), num_classes=4, in_chans=1, img_size=64)
+    with torch.no_grad():
+        assert r50.eval()(torch.randn(1, 1, 64, 64)).shape == (1, 4)
+
+
+def test_bad_requests_are_clear_errors():
+    with pytest.raises(ValueError, match="not a timm model"):
+        create_model(args("no_such_net"), num_classes=10, in_chans=3, img_size=32)
+    with pytest.raises(ValueError, match="--drop-path does not apply"):
+        create_model(args("fmnist_cnn", drop_path=0.1), num_classes=10, in_chans=1, img_size=28)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("wrn28_10", pretrained=True)
+
+
+def test_fmnist_resnet_learns_synthetic_data():
+    from framework.data import SyntheticImages
+    torch.manual_seed(0)
+    x, y = SyntheticImages(128, 10, 1, 28, seed=0).tensors()
+    x = (x.float() / 255 - 0.5) / 0.25
+    model = create_model(args("fmnist_resnet"), num_classes=10, in_chans=1, img_size=28)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
