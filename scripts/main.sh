@@ -27,5 +27,10 @@ echo "[main] .venv/bin/python train.py --config $CONFIG --output $OUTPUT $*"
 START=$SECONDS
 PYTHONUNBUFFERED=1 .venv/bin/python train.py --config "$CONFIG" --output "$OUTPUT" "$@"
 echo "[main] training took $((SECONDS - START)) s"
+if [[ ! -f "$OUTPUT/results.json" ]]; then
+    echo "main.sh: training stopped before the end (checkpoint: $OUTPUT/last.pt); run the same command again to" \
+        "continue it" >&2
+    exit 1
+fi
 echo
 .venv/bin/python scripts/run_summary.py "$OUTPUT"
