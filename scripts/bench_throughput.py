@@ -371,18 +371,26 @@ def main(argv: Optional[list[str]] = None) -> dict:
     result: dict[str, Any] = {"device": describe_device(device), "config": args.config, "model": args.model,
                               "batch_size": args.batch_size, "micro_batch": args.micro_batch, "amp": args.amp,
                               "channels_last": args.channels_last, "compile": args.compile}
+    noisy = False
     for side in sides:
         secs = statistics.median(times[side.name])
         steps_per_s = args.steps / secs
+        best = args.steps / min(times[side.name])
         result[side.name] = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * args.batch_size,
-                             "step_ms": 1e3 * secs / args.steps,
+                             "step_ms": 1e3 * secs / args.steps, "best_steps_per_s": best,
                              "windows_steps_per_s": [args.steps / t for t in times[side.name]]}
         windows = " ".join(f"{args.steps / t:.3f}" for t in times[side.name])
         print(f"{side.name:5s} {steps_per_s:10.3f} steps/s {steps_per_s * args.batch_size:10.1f} images/s "
-              f"{1e3 * secs / args.steps:9.2f} ms/step   (windows, steps/s: {windows})")
+              f"{1e3 * secs / args.steps:9.2f} ms/step   (median; best window {best:.3f} steps/s; "
+              f"windows: {windows})")
+        noisy |= max(times[side.name]) > 1.2 * min(times[side.name])
     if "timm" in result:
         result["ratio"] = result["ours"]["steps_per_s"] / result["timm"]["steps_per_s"]
-        print(f"ratio ours/timm: {result['ratio']:.3f}")
+        result["ratio_best"] = result["ours"]["best_steps_per_s"] / result["timm"]["best_steps_per_s"]
+        print(f"ratio ours/timm: {result['ratio']:.3f} (medians); {result['ratio_best']:.3f} (best windows)")
+    if noisy:  # other processes took the device or the CPU during some windows
+        print("warning: windows of one side differ by more than 20%: the machine was busy; more --windows or a quiet "
+              "machine give steadier figures (the best windows are the least disturbed)")
     if reads:  # our engine reads its loss buffer at each log interval and at the end of a train_one_epoch call
         flushes = math.ceil(counted / args.log_interval)
         print(f"host reads (device syncs on a GPU) in {counted} warm-up steps: "
