@@ -81,14 +81,14 @@ def test_step_loss_is_the_mean_over_micro_batches(tmp_path):
 
 
 def test_smoke_mode_uses_config_resolution_and_writes_little(tmp_path):
-    cfg = tmp_path / "cifar.yaml"
-    cfg.write_text("dataset: cifar10\ndata-dir: /nonexistent\nmodel: resnet18\nbatch-size: 8192\nmicro-batch: 256\n"
-                   "epochs: 200\nopt: adamp\nsched: autowu-cos\namp: bf16\n")
+    cfg = tmp_path / "fmnist.yaml"  # the data directory does not exist: smoke needs none
+    cfg.write_text("dataset: fashion_mnist\ndata-dir: /nonexistent\nmodel: fmnist_cnn\nbatch-size: 8192\n"
+                   "micro-batch: 256\nepochs: 200\nopt: adamp\nsched: autowu-cos\namp: bf16\n")
     run = tmp_path / "smoke"
     assert run_inprocess(["-c", str(cfg), "--smoke", "2", "--output", str(run)]) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["status"] == "finished" and res["steps"] == 2
-    assert res["config"]["dataset"] == "synthetic" and res["config"]["img_size"] == 32
+    assert res["config"]["dataset"] == "synthetic" and (res["config"]["img_size"], res["config"]["in_chans"]) == (28, 1)
     assert res["config"]["lr"] == pytest.approx(1e-3 * math.sqrt(8192 / 256))  # the config's real batch
     assert not list(run.glob("*.pt"))
     assert [r["lr"] for r in read_steps(run)][0] == pytest.approx(1e-5)
