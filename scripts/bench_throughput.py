@@ -320,7 +320,10 @@ def prepare(argv: Optional[list[str]] = None) -> tuple[argparse.Namespace, DistI
     """Parse and check the arguments; return them, the device info and what both sides are built from
     (``dims``, ``accum``, ``steps_per_epoch`` and one device-resident micro-batch ``x``, ``y``)."""
     args = parse_args(get_args_parser(), argv)
-    info = init_distributed(args.device, None)
+    try:
+        info = init_distributed(args.device, None)
+    except RuntimeError as e:  # --device cuda without a GPU
+        raise ConfigError(str(e)) from None
     if info.distributed:
         raise ConfigError("run the benchmark as one process (python, not torchrun): it times a single device")
     num_classes, in_chans, img_size, accum, steps_per_epoch = resolve(args, info)
@@ -340,9 +343,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if device.type == "cuda":  # what timm's train.py sets; train.py should do the same (see results/)
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
-    sides = [Ours(args, info, **built)]
-    if not args.no_timm:
-        sides.append(Timm(args, info, **built))
+    try:
+        sides = [Ours(args, info, **built)]
+        if not args.no_timm:
+            sides.append(Timm(args, info, **built))
+    except ValueError as e:  # a setting the framework rejects (e.g. --amp fp16 on a CPU, an unknown model)
+        raise ConfigError(str(e)) from None
     n_params = sum(p.numel() for p in sides[0].model.parameters())
     print(f"device: {describe_device(device)}; torch {torch.__version__}; host {platform.node()}")
     print(f"model {args.model} ({n_params / 1e6:.2f}M params) at {in_chans}x{img_size}x{img_size}, {num_classes} "

@@ -61,6 +61,8 @@ def test_bad_benchmark_settings_are_clear_errors():
         bench.main(TINY + ["--windows", "0"])
     with pytest.raises(bench.ConfigError, match="--batch-size 8 is not a multiple of --micro-batch 3"):
         bench.main(TINY + ["--micro-batch", "3"])
+    with pytest.raises(bench.ConfigError, match="fp16 needs a GPU"):
+        bench.main(TINY + ["--amp", "fp16"])
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamp"])
