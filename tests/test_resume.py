@@ -14,10 +14,11 @@ import torch
 
 from conftest import ROOT, decisions, read_jsonl, read_steps, subprocess_env, train_cmd
 
-STEPS_PER_EPOCH = 4096 // 16
+STEPS_PER_EPOCH = 1024 // 16
+EPOCHS = 2
 ARGS = ["--dataset", "synthetic", "--model", "fmnist_cnn", "--img-size", "28", "--in-chans", "1",
-        "--num-classes", "10", "--synthetic-train-size", "4096", "--synthetic-val-size", "64", "--workers", "0",
-        "--batch-size", "16", "--micro-batch", "8", "--epochs", "3", "--log-interval", "1", "--device", "cpu",
+        "--num-classes", "10", "--synthetic-train-size", "1024", "--synthetic-val-size", "64", "--workers", "0",
+        "--batch-size", "16", "--micro-batch", "8", "--epochs", str(EPOCHS), "--log-interval", "1", "--device", "cpu",
         "--sched", "autowu-cos", "--autowu-patience", "1", "--seed", "3"]
 
 
@@ -51,7 +52,7 @@ def final_weights(run: Path) -> dict:
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
     a, b = read_steps(resumed), read_steps(reference)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(3 * STEPS_PER_EPOCH))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(EPOCHS * STEPS_PER_EPOCH))
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert decisions(resumed) == decisions(reference) and decisions(reference)
@@ -72,7 +73,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     run = tmp_path / "run"
     proc = launch(run)
     # kill once epoch 0's checkpoint exists and epoch 1 is under way
-    wait_for(lambda: (run / "last.pt").exists() and rows_written(run) >= STEPS_PER_EPOCH + 10, proc)
+    wait_for(lambda: (run / "last.pt").exists() and rows_written(run) >= STEPS_PER_EPOCH + 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
@@ -85,13 +86,13 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
 def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
     run = tmp_path / "run"
     proc = launch(run)
-    wait_for(lambda: rows_written(run) >= 20, proc)
+    wait_for(lambda: rows_written(run) >= 10, proc)
     proc.send_signal(signal.SIGTERM)
     out = finish(proc)
     events = read_jsonl(run / "events.jsonl")
     assert events[-1]["type"] == "preempted" and events[-1]["signal"] == signal.SIGTERM
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["step"] == events[-1]["step"] and ckpt["step"] < 3 * STEPS_PER_EPOCH
+    assert ckpt["step"] == events[-1]["step"] and ckpt["step"] < EPOCHS * STEPS_PER_EPOCH
     done_in_epoch = (ckpt["step"] - 1) % STEPS_PER_EPOCH + 1  # optimizer steps of the interrupted epoch
     assert ckpt["batch_index"] == 2 * done_in_epoch  # micro-batches consumed (2 per step)
     assert not (run / "results.json").exists() and "saved" in out
