@@ -393,7 +393,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if "timm" in result:
         result["ratio"] = result["ours"]["steps_per_s"] / result["timm"]["steps_per_s"]
         result["ratio_best"] = result["ours"]["best_steps_per_s"] / result["timm"]["best_steps_per_s"]
-        print(f"ratio ours/timm: {result['ratio']:.3f} (medians); {result['ratio_best']:.3f} (best windows)")
+        # windows of one round ran back to back, so their ratio is the least affected by load that comes and goes
+        result["ratio_paired"] = statistics.median(t / o for o, t in zip(times["ours"], times["timm"]))
+        print(f"ratio ours/timm: {result['ratio']:.3f} (medians); {result['ratio_paired']:.3f} (median of the "
+              f"rounds' ratios); {result['ratio_best']:.3f} (best windows)")
     if noisy:  # other processes took the device or the CPU during some windows
         print("warning: windows of one side differ by more than 20%: the machine was busy; more --windows or a quiet "
               "machine give steadier figures (the best windows are the least disturbed)")
