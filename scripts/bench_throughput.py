@@ -19,8 +19,8 @@ schedule stepped per update, ``NativeScaler`` for fp16, and ``loss.item()`` afte
 single-process loop does. Windows of the two alternate so that load from other processes hits both alike.
 
 Printed: optimizer steps/s and images/s (median of ``--windows`` windows of ``--steps`` steps, after
-``--warmup-steps``), the ratio ours/timm, host reads (device->host synchronisations on a GPU) per step of each loop,
-and the share of our step time that AutoWU takes: its per-step ``step(loss)`` plus its epoch-end GP test amortised
+``--warmup-steps``), the ratio ours/timm, host reads (device->host synchronisations on a GPU) and ATen operators
+(about the kernel launches on a GPU) per step of each loop, inside and outside ``optimizer.step``, and the share of our step time that AutoWU takes: its per-step ``step(loss)`` plus its epoch-end GP test amortised
 over an epoch of ``--steps-per-epoch`` steps (default: the dataset's training-set size / batch). On a GPU the clock
 is read only after ``torch.cuda.synchronize()`` at the window edges; cuDNN autotuning and TF32 matmuls are switched
 on for both sides, as timm's ``train.py`` does.
@@ -283,6 +283,26 @@ def count_host_reads(optimizer: torch.optim.Optimizer):
         del optimizer.step
 
 
+def count_ops(side: Any) -> dict:
+    """Top-level ATen operators of one optimizer step (on a GPU, roughly its kernel launches), split into those
+    issued inside ``optimizer.step`` and the rest (forward, backward, the loop's own bookkeeping)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        side.run(1)
+    counts = {"loop": 0, "optimizer": 0}
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        names, parent = [], event.cpu_parent
+        while parent is not None:
+            names.append(parent.name)
+            parent = parent.cpu_parent
+        if any(n.startswith("aten::") for n in names):
+            continue  # called by another operator
+        counts["optimizer" if any(n.startswith("Optimizer.step") for n in names) else "loop"] += 1
+    return counts
+
+
 def scheduler_cost(args: argparse.Namespace, optimizer: torch.optim.Optimizer, model: nn.Module,
                    steps_per_epoch: int, device: torch.device, max_epochs: int = 3) -> dict:
     """Host time of AutoWU over up to ``max_epochs`` warmup epochs fed a realistic loss curve as device tensors:
@@ -359,6 +379,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
           f"per side, alternating; synthetic data on the device")
 
     reads: dict[str, dict] = {}
+    ops: dict[str, dict] = {}
     counted = args.warmup_steps - 1  # the first step (lazy initialisation) is not counted
     for side in sides:  # warm-up (compilation, allocator, autotuning); host reads counted on eager runs
         if args.warmup_steps:
@@ -369,6 +390,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             with count_host_reads(side.optimizer) as counts:
                 side.run(counted)
             reads[side.name] = dict(counts, steps=counted)
+            ops[side.name] = count_ops(side)
     times: dict[str, list[float]] = {side.name: [] for side in sides}
     for w in range(args.windows):
         for side in (sides if w % 2 == 0 else sides[::-1]):
@@ -406,6 +428,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
               + "; ".join(f"{name} loop {r['loop']}, inside optimizer.step {r['optimizer']}" for name, r in reads.items())
               + f"  (our log flushes in these steps: {flushes}, log-interval {args.log_interval})")
     result["host_reads"] = reads
+    if ops:
+        print("ATen ops per optimizer step (~kernel launches on a GPU): "
+              + "; ".join(f"{name} loop {c['loop']}, inside optimizer.step {c['optimizer']}" for name, c in ops.items()))
+    result["ops_per_step"] = ops
 
     cost = scheduler_cost(args, sides[0].optimizer, sides[0].model, steps_per_epoch, device)
     share = 100.0 * cost["amortized_us"] * 1e-3 / result["ours"]["step_ms"]

@@ -51,6 +51,10 @@ def test_benchmark_prints_steps_images_ratio_and_scheduler_share(capsys):
     assert int(share.group(5)) == 64 // 8  # default epoch: synthetic training set / global batch
     assert float(share.group(7)) == pytest.approx(result["scheduler"]["share_percent"], rel=1e-2, abs=1e-4)
     assert "host reads" in out and result["host_reads"]["ours"]["steps"] == 2
+    ops = re.search(r"ATen ops per optimizer step \(~kernel launches on a GPU\): ours loop (\d+), inside "
+                    r"optimizer.step (\d+); timm loop (\d+), inside optimizer.step (\d+)", out)
+    assert ops, out
+    assert all(int(v) > 0 for v in ops.groups())  # forward, backward and the AdamP update all issue operators
 
 
 def test_no_timm_times_only_our_loop(capsys):
