@@ -173,6 +173,15 @@ def test_ranks_get_disjoint_shards_and_val_covers_everything_once(tmp_path):
     assert sorted(val_ids) == list(range(10_000, 10_025))  # every validation image exactly once
 
 
+@pytest.mark.parametrize("n,world", [(50, 1), (50, 3), (17, 4)])
+def test_shards_match_distributed_sampler(n, world):
+    from torch.utils.data.distributed import DistributedSampler
+    for rank in range(world):
+        ref = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=11, drop_last=True)
+        ref.set_epoch(4)
+        assert fdata.shard_indices(n, epoch=4, seed=11, rank=rank, world_size=world).tolist() == list(ref)
+
+
 @pytest.mark.parametrize("pipeline,extra", [
     ("batched", dict(crop_pad=4, hflip=True, cutout=8, auto_augment=True)),
     ("workers", dict(crop_pad=4, hflip=True, cutout=8, auto_augment=True, mixup=0.8, cutmix=1.0)),
