@@ -461,7 +461,6 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
         raise ValueError(f"--batch-size {batch} is not a multiple of --micro-batch {micro} x {world_size} processes "
                          f"= {micro * world_size}: choose batch = micro-batch x processes x accumulation steps")
     accum = batch // (micro * world_size)
-    mixup = None
 
     if name == "imagenet":
         return _build_imagenet(args, rank=rank, world_size=world_size, device=device, micro=micro, accum=accum)
@@ -476,9 +475,9 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
         val_x, val_y = val_set.tensors()
     elif name in ("fashion_mnist", "cifar10", "cifar100"):
         num_classes, in_chans, img_size = DATASET_META[name]
-        for flag, value, native in (("num-classes", args.num_classes, num_classes), ("in-chans", args.in_chans,
-                                                                                   in_chans),
-                                    ("img-size", args.img_size, img_size)):
+        given = {"num-classes": (args.num_classes, num_classes), "in-chans": (args.in_chans, in_chans),
+                 "img-size": (args.img_size, img_size)}
+        for flag, (value, native) in given.items():
             if value is not None and value != native:
                 raise ValueError(f"--{flag} {value} does not match {name} ({native}); leave it unset")
         mean, std = MEAN_STD[name]
@@ -492,9 +491,7 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
     val_x, val_y = _subset(val_x, val_y, args.val_subset, "val-subset")
     train_size = len(train_y)
     steps = _steps(train_size, batch)
-    mixup = mixup_fn(args, num_classes)
-    if mixup is not None and micro % 2:
-        raise ValueError(f"--mixup/--cutmix need an even --micro-batch (got {micro})")
+    mixup = _checked_mixup(args, num_classes, micro)
     per_sample_only = bool(args.auto_augment or args.reprob)
     if pipeline == "auto":
         pipeline = "batched" if args.gpu_data or (name != "synthetic" and not per_sample_only) else "workers"
@@ -527,6 +524,14 @@ def _steps(train_size: int, batch: int) -> int:
     return steps
 
 
+def _checked_mixup(args: argparse.Namespace, num_classes: int, micro: int) -> Optional[Any]:
+    mixup = mixup_fn(args, num_classes)
+    if mixup is not None and micro % 2:
+        raise ValueError(f"--mixup/--cutmix need an even --micro-batch (got {micro}): they pair each image with "
+                         "the batch's mirror")
+    return mixup
+
+
 def _pin(args: argparse.Namespace, device: torch.device) -> bool:
     return bool(args.pin_mem) and device.type == "cuda"
 
@@ -554,9 +559,7 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
     train_base, train_y = _subset(train_set, torch.tensor(train_set.targets), args.train_subset, "train-subset")
     val_base, _ = _subset(val_set, torch.tensor(val_set.targets), args.val_subset, "val-subset")
     steps = _steps(len(train_y), args.batch_size)
-    mixup = mixup_fn(args, num_classes)
-    if mixup is not None and micro % 2:
-        raise ValueError(f"--mixup/--cutmix need an even --micro-batch (got {micro})")
+    mixup = _checked_mixup(args, num_classes, micro)
     pin = _pin(args, device)
     train = WorkerTrainLoader(SeededDataset(train_base, train_tf, args.seed), workers=args.workers, pin_memory=pin,
                               device=device, micro_batch=micro, num_batches=steps * accum, rank=rank,
