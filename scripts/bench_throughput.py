@@ -69,6 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps-per-epoch", type=int, default=None,
                    help="epoch length for AutoWU (default: training-set size / batch)")
     g.add_argument("--no-timm", action="store_true", help="time only our loop")
+    g.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time (the figure to report); cpu: CPU seconds of this process, which other "
+                        "processes on a shared machine barely disturb (CPU device only; use with OMP_NUM_THREADS=1, "
+                        "as idle OpenMP threads spin and count)")
     return parser
 
 
@@ -238,13 +242,13 @@ def timm_optimizer_kwargs(args: argparse.Namespace) -> dict:
 
 
 # -- measurements ----------------------------------------------------------------------------------------------------
-def time_window(side: Any, steps: int, device: torch.device) -> float:
+def time_window(side: Any, steps: int, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds for ``steps`` optimizer steps; the device is synchronised only at the window's edges."""
     synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     side.run(steps)
     synchronize(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 @contextlib.contextmanager
@@ -320,7 +324,7 @@ def scheduler_cost(args: argparse.Namespace, optimizer: torch.optim.Optimizer, m
     synchronize(device)
     per_call = np.empty(n)
     for i, loss in enumerate(losses):
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # wall clock: a CPU clock costs microseconds per read, as much as step() itself
         sched.step(loss)
         per_call[i] = time.perf_counter() - t0
     ends = np.arange(steps_per_epoch - 1, n, steps_per_epoch)
@@ -346,6 +350,8 @@ def prepare(argv: Optional[list[str]] = None) -> tuple[argparse.Namespace, DistI
         raise ConfigError(str(e)) from None
     if info.distributed:
         raise ConfigError("run the benchmark as one process (python, not torchrun): it times a single device")
+    if args.clock == "cpu" and info.device.type != "cpu":
+        raise ConfigError("--clock cpu measures CPU seconds and cannot time a GPU; use --clock wall")
     num_classes, in_chans, img_size, accum, steps_per_epoch = resolve(args, info)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.micro_batch, in_chans, img_size, img_size, generator=gen).to(info.device)
@@ -376,7 +382,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
           f"channels_last {args.channels_last}; compile {args.compile}; opt {args.opt}; sched {args.sched}; "
           f"log-interval {args.log_interval}")
     print(f"timing: {args.warmup_steps} warm-up steps, then {args.windows} windows x {args.steps} optimizer steps "
-          f"per side, alternating; synthetic data on the device")
+          f"per side, alternating; synthetic data on the device; clock: "
+          + ("wall" if args.clock == "wall" else "CPU seconds of this process (steps/s = steps per CPU-second)"))
 
     reads: dict[str, dict] = {}
     ops: dict[str, dict] = {}
@@ -391,10 +398,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 side.run(counted)
             reads[side.name] = dict(counts, steps=counted)
             ops[side.name] = count_ops(side)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     times: dict[str, list[float]] = {side.name: [] for side in sides}
     for w in range(args.windows):
         for side in (sides if w % 2 == 0 else sides[::-1]):
-            times[side.name].append(time_window(side, args.steps, device))
+            times[side.name].append(time_window(side, args.steps, device, clock))
 
     result: dict[str, Any] = {"device": describe_device(device), "config": args.config, "model": args.model,
                               "batch_size": args.batch_size, "micro_batch": args.micro_batch, "amp": args.amp,

@@ -73,6 +73,13 @@ def test_bad_benchmark_settings_are_clear_errors():
         bench.main(TINY + ["--amp", "fp16"])
 
 
+def test_cpu_clock_reports_steps_per_cpu_second(capsys):
+    result = bench.main(TINY + ["--steps", "1", "--windows", "1", "--warmup-steps", "1", "--no-timm", "--clock", "cpu"])
+    out = capsys.readouterr().out
+    assert "clock: CPU seconds of this process" in out
+    assert result["ours"]["steps_per_s"] > 0
+
+
 @pytest.mark.parametrize("opt", ["sgd", "adamp"])
 def test_engine_reads_the_device_once_per_log_interval_not_per_step(opt):
     """Through the real train_one_epoch (with AutoWU getting device tensors, 2 micro-batches per step): host reads
