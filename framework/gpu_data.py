@@ -29,11 +29,9 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     xp = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=gen.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[batch, chan, rows, cols]
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * pad)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
+    return xp.gather(2, rows).gather(3, cols)  # rows, then columns, of each image's window
 
 
 def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
