@@ -285,8 +285,7 @@ def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[s
 
 def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
     """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one."""
-    sys.path.insert(0, ROOT)
-    from framework.config import ConfigError, parse_args  # noqa: E402
+    from framework.config import ConfigError, parse_args  # noqa: E402  (get_train_parser put ROOT on sys.path)
     for run in runs:
         argv = train_argv(run, parser)
         cwd = os.getcwd()
