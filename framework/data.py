@@ -511,7 +511,7 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
         dataset = SeededDataset(base, array_transform(args, mean, std, img_size), args.seed)
         train = WorkerTrainLoader(dataset, workers=args.workers, pin_memory=_pin(args, device), device=device,
                                   **common)
-    val = TensorValLoader(val_x.to(data_device), val_y.to(data_device), augment, batch_size=args.val_batch_size,
+    val = TensorValLoader(val_x.to(data_device), val_y.to(data_device), augment, batch_size=_val_batch(args),
                           rank=rank, world_size=world_size)
     return Data(train, val, num_classes, in_chans, img_size, train_size, steps, accum, pipeline)
 
@@ -530,6 +530,10 @@ def _checked_mixup(args: argparse.Namespace, num_classes: int, micro: int) -> Op
         raise ValueError(f"--mixup/--cutmix need an even --micro-batch (got {micro}): they pair each image with "
                          "the batch's mirror")
     return mixup
+
+
+def _val_batch(args: argparse.Namespace) -> int:
+    return int(args.val_batch_size or args.micro_batch)
 
 
 def _pin(args: argparse.Namespace, device: torch.device) -> bool:
@@ -565,7 +569,7 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
                               device=device, micro_batch=micro, num_batches=steps * accum, rank=rank,
                               world_size=world_size, seed=args.seed, mixup=mixup)
     shard = list(range(rank, len(val_base), world_size))
-    val = DataLoader(torch.utils.data.Subset(val_base, shard), batch_size=args.val_batch_size, shuffle=False,
+    val = DataLoader(torch.utils.data.Subset(val_base, shard), batch_size=_val_batch(args), shuffle=False,
                      num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0,
                      prefetch_factor=4 if args.workers > 0 else None)
     return Data(train, val, num_classes, 3, img_size, len(train_y), steps, accum, "workers")
