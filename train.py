@@ -218,12 +218,20 @@ def main(args: argparse.Namespace) -> int:
     amp = AmpGrad(args.amp, info.device, args.clip_grad)
     loss_fn = build_loss(args.label_smoothing)
 
-    def autolr_batches():  # AutoLR's probe batches: training micro-batches, on the device
-        for x, y in data.train:
+    probe = None
+    if args.sched == "autolr":  # AutoLR probes on training micro-batches from loaders of its own (epoch-0 order),
+        probe = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device).train
+
+    def autolr_batches():  # so that probing never disturbs the training iterator
+        for x, y in probe:
             yield x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
 
-    scheduler = create_schedule(args, optimizer, model, steps_per_epoch,
-                                loss_fn=lambda m, x, y: loss_fn(m(x), y), batches=autolr_batches)
+    def autolr_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with amp.autocast():
+            return loss_fn(m(x), y)
+
+    scheduler = create_schedule(args, optimizer, model, steps_per_epoch, loss_fn=autolr_loss,
+                                batches=autolr_batches, forwards_per_step=accum)
     state = LoopState()
     start_batch = 0
     if ckpt is not None:  # the scheduler is built first: building it rewrites the groups' LR

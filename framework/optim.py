@@ -100,13 +100,17 @@ def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def create_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, model: nn.Module,
                     steps_per_epoch: int, loss_fn: Optional[Callable] = None,
-                    batches: Optional[Callable[[], Iterator]] = None) -> Any:
-    """The LR schedule ``args.sched`` over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps."""
+                    batches: Optional[Callable[[], Iterator]] = None, forwards_per_step: int = 1) -> Any:
+    """The LR schedule ``args.sched`` over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps.
+
+    AutoLR also gets ``model``, ``loss_fn(model, x, y)``, ``batches()`` (its probe mini-batches, on the device) and
+    ``forwards_per_step`` (micro-batches per optimizer step, for its overhead figure)."""
     kw = scheduler_kwargs(args)
     if args.sched in ("autowu-cos", "autowu-const-cos") and kw.get("rollback"):
         kw["model"] = model
     if args.sched == "autolr":
         kw.update(model=model, loss_fn=loss_fn, batches=batches)
+        kw.setdefault("forwards_per_step", forwards_per_step)
     return autowu.create_scheduler(args.sched, optimizer, steps_per_epoch=steps_per_epoch,
                                    total_epochs=args.epochs, **kw)
 

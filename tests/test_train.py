@@ -122,6 +122,25 @@ def test_bf16_channels_last_and_no_decay_groups(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in read_steps(run))
 
 
+@pytest.mark.parametrize("opt", ["sgd", "adamp"])
+def test_autolr_decisions_set_the_logged_lr(tmp_path, opt):
+    """AutoLR (checks every 2 steps on 2-micro-batch superbatches): each decision in events.jsonl is the LR the next
+    step used, as steps.csv shows; between decisions the LR stays put."""
+    run = tmp_path / "run"
+    assert run_inprocess([*TINY, "--opt", opt, "--sched", "autolr", "--output", str(run), "--sched-kwargs",
+                          "{explore_epochs: 1, superbatch: 2, recompute_window: 2}"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "finished" and res["steps"] == TOTAL
+    events = [e for e in read_jsonl(run / "events.jsonl") if e["type"] == "autolr"]
+    assert [e["step"] for e in events] == list(range(2, TOTAL, 2))  # no check after the last step
+    lrs = [r["lr"] for r in read_steps(run)]
+    assert lrs[0] == pytest.approx(LR_BASE[opt] * math.sqrt(32 / 256))  # the seed LR
+    for e in events:
+        if e["step"] < TOTAL:
+            assert lrs[e["step"]] == pytest.approx(e["lr_after"]) == lrs[e["step"] + 1]
+    assert any(e["lr_after"] != e["lr_before"] for e in events)
+
+
 def test_schedules_tested_here_are_all_the_library_offers():
-    """A schedule added to autowu must be added to these end-to-end runs too (AutoLR is covered separately)."""
-    assert set(autowu.SCHEDULES) - {"autolr"} == set(SCHEDULES)
+    """A schedule added to autowu must be added to these end-to-end runs too."""
+    assert set(autowu.SCHEDULES) - {"autolr"} == set(SCHEDULES) and "autolr" in autowu.SCHEDULES
