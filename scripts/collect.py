@@ -49,8 +49,8 @@ def read_result(run: Run) -> Optional[dict]:
 def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     """``(lr, epoch)`` the run decayed from: AutoWU's switch, else the largest LR in steps.csv (first reached)."""
     switch = result.get("switch")
-    if switch:
-        return float(switch["lr"]), float(switch["epoch"])
+    if switch and result.get("steps") and result.get("epochs"):  # the switch comes after switch["step"] steps
+        return float(switch["lr"]), float(switch["step"]) * result["epochs"] / result["steps"]
     path = os.path.join(ROOT, run.output, "steps.csv")
     if not os.path.isfile(path):
         return None

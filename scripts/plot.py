@@ -42,7 +42,13 @@ def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
     if not steps:
         return None
     steps_per_epoch = max(Counter(epochs).values())
-    return {"epoch": (np.asarray(steps) + 1) / steps_per_epoch, "lr": np.asarray(lrs), "loss": np.asarray(losses)}
+    return {"epoch": (np.asarray(steps) + 1) / steps_per_epoch, "lr": np.asarray(lrs), "loss": np.asarray(losses),
+            "steps_per_epoch": steps_per_epoch}
+
+
+def switch_epoch(switch: dict, steps: dict) -> float:
+    """Position of the switch on the epoch axis: after ``switch['step']`` optimizer steps."""
+    return float(switch["step"]) / steps["steps_per_epoch"]
 
 
 def read_json(run: Run, name: str) -> list[dict]:
@@ -82,11 +88,17 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     import matplotlib.pyplot as plt
 
     nrows = 3 if val else 2
-    fig, axes = plt.subplots(nrows, len(block.columns), figsize=(3.4 * len(block.columns), 2.6 * nrows),
+    logged = {c.key for c in block.columns for r in runs
+              if r.column == c.key and r.row in rows and os.path.isfile(os.path.join(ROOT, r.output, "steps.csv"))}
+    columns = [c for c in block.columns if c.key in logged]  # columns with no run yet are left out
+    if not columns:
+        return None
+    fig, axes = plt.subplots(nrows, len(columns), figsize=(max(3.6 * len(columns), 9.0), 2.6 * nrows),
                              squeeze=False, sharex="col")
     colors = {row: f"C{i}" for i, row in enumerate(rows)}
+    widths = {row: max(0.8, 2.4 - 0.5 * i) for i, row in enumerate(rows)}  # identical curves stay visible
     drew = False
-    for j, col in enumerate(block.columns):
+    for j, col in enumerate(columns):
         ax_lr, ax_loss = axes[0, j], axes[1, j]
         for row in rows:
             cell = [r for r in runs if r.row == row and r.column == col.key]
@@ -97,10 +109,10 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
             drew = True
             c = colors[row]
             x, m, s = seed_band([binned(st["epoch"], st["lr"], reduce="first") for _, st in logs])
-            ax_lr.plot(x, m, color=c, label=row, lw=1.2)
+            ax_lr.plot(x, m, color=c, label=row, lw=widths[row])
             ax_lr.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             x, m, s = seed_band([binned(st["epoch"], st["loss"]) for _, st in logs])
-            ax_loss.plot(x, m, color=c, label=row, lw=1.0)
+            ax_loss.plot(x, m, color=c, label=row, lw=widths[row])
             ax_loss.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             for r, _ in logs:
                 result = read_json(r, "results.json")
@@ -108,7 +120,7 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
                 if switch is None:  # an unfinished run: its switch is in events.jsonl
                     switch = next((e for e in read_json(r, "events.jsonl") if e.get("type") == "switch"), None)
                 if switch:
-                    ep = float(switch["epoch"])
+                    ep = switch_epoch(switch, logs[0][1])
                     for ax in axes[:, j]:
                         ax.axvline(ep, color=c, ls="--", lw=0.8, alpha=0.7)
                     ax_lr.plot([ep], [switch["lr"]], "o", color=c, ms=4)
@@ -140,10 +152,11 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
         h, l = ax.get_legend_handles_labels()
         if len(h) > len(handles):
             handles, labels = h, l
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False)
     title = table.title + (f" — {block.label}" if block.name else "")
     fig.suptitle(title + "\n(dashed: AutoWU switch; dot: the LR it decays from)", fontsize=9, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.90))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
     return fig
 
 
