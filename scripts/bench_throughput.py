@@ -144,9 +144,13 @@ class Ours:
         self.optimizer = create_optimizer(args, self.model)
         self.amp = AmpGrad(args.amp, info.device, args.clip_grad)
         self.loss_fn = build_loss(args.label_smoothing)
-        self.scheduler = create_schedule(args, self.optimizer, self.model, steps_per_epoch,
-                                         loss_fn=lambda m, xb, yb: self.loss_fn(m(xb), yb),
-                                         batches=lambda: iter(DeviceBatches(x, y, 1_000_000)))
+
+        def autolr_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:  # as train.py: autocast
+            with self.amp.autocast():
+                return self.loss_fn(m(xb), yb)
+
+        self.scheduler = create_schedule(args, self.optimizer, self.model, steps_per_epoch, loss_fn=autolr_loss,
+                                         batches=lambda: iter(DeviceBatches(x, y, 1_000_000)), forwards_per_step=accum)
         if args.compile:
             self.model = torch.compile(self.model)
         self.state = LoopState()
@@ -451,6 +455,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     print(f"AutoWU: step(loss) {cost['step_us']:.1f} us; epoch-end gather + GP test {cost['epoch_end_ms']:.2f} ms "
           f"({cost['tests']} tests over {cost['epochs']} epochs of {steps_per_epoch} steps); amortized "
           f"{cost['amortized_us']:.1f} us/step = {share:.4f}% of our {result['ours']['step_ms']:.2f} ms step")
+    if not cost["tests"]:
+        print("note: no GP test ran (the warmup, rho_w x epochs x steps per epoch, is shorter than an epoch): the "
+              "figure above has no test in it; raise --epochs or lower --steps-per-epoch")
     return result
 
 
