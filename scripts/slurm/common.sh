@@ -53,11 +53,12 @@ autowu_train_args() {
 
 # autowu_run_requeueable CMD...: run CMD in the background; on USR1 stop it cleanly and requeue this job.
 autowu_run_requeueable() {
-    local preempted=0 child rc
-    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"; kill -TERM "$child" 2>/dev/null || true' USR1
+    local preempted=0 child="" rc
+    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null || true' USR1
     echo "[autowu] $(date +%T) job ${SLURM_JOB_ID:-?} on $(hostname): $*"
     "$@" &
     child=$!
+    if (( preempted )); then kill -TERM "$child" 2>/dev/null || true; fi   # USR1 came before $! was known
     while :; do
         rc=0; wait "$child" || rc=$?
         kill -0 "$child" 2>/dev/null || break   # wait returns early when the trap runs; keep waiting for the child
