@@ -87,7 +87,9 @@ def resolve(args: argparse.Namespace, info: DistInfo) -> tuple[int, int, int, in
     args.output = args.output or "(benchmark: nothing is written)"  # prepare_args insists on a run directory
     train.prepare_args(args, info)
     if args.dataset == "synthetic":
-        meta = (10, 3, 32)
+        if None in (args.num_classes, args.in_chans, args.img_size):
+            raise ConfigError("--dataset synthetic needs --num-classes, --in-chans and --img-size")
+        meta = (args.num_classes, args.in_chans, args.img_size)
     else:
         from framework.data import DATASET_META
         meta = DATASET_META[args.dataset]
