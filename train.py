@@ -59,8 +59,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
     g.add_argument("--synthetic-train-size", type=int, default=512)
     g.add_argument("--synthetic-val-size", type=int, default=128)
-    g.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
-    g.add_argument("--val-subset", type=int, default=None, help="use only the first N validation images")
+    g.add_argument("--train-subset", type=int, default=None,
+                   help="a fixed random subset of N training images (the same for every run and seed)")
+    g.add_argument("--val-subset", type=int, default=None,
+                   help="a fixed random subset of N validation images")
     g.add_argument("--workers", type=int, default=4, help="data-loading processes per rank")
     g.add_argument("--pin-mem", action=flag, default=True)
     g.add_argument("--gpu-data", action=flag, default=False, help="hold small datasets on the device")
@@ -173,6 +175,8 @@ def environment(info: DistInfo, accum_steps: int) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     info = init_distributed(args.device, args.local_rank)
+    if info.device.type == "cuda":  # fixed input shapes: cuDNN autotunes its kernels once (timm's train.py does too)
+        torch.backends.cudnn.benchmark = True
     try:
         prepare_args(args, info)
         from framework.data import build_data
@@ -250,8 +254,10 @@ def main(args: argparse.Namespace) -> int:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
-    def save(path: str, batch_index: int) -> None:
+    def save(path: str, batch_index: int) -> None:  # on every rank (collectives), rank 0 writes
         rngs = _gather_rng(info)
+        if hasattr(scheduler, "reduce_pending_losses"):  # AutoWU mid-epoch: save the cross-rank average
+            scheduler.reduce_pending_losses()
         if info.is_main:
             save_checkpoint(path, model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=amp.scaler,
                             epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),

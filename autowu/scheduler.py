@@ -115,6 +115,7 @@ class AutoWU(StepScheduler):
         self.phase = "warmup"
         self.losses = np.empty(0, dtype=np.float64)  # L_0 .. L_{t-1} of completed warmup epochs (NaN = non-finite)
         self._epoch_losses: list[Any] = []  # this epoch's losses, kept on their device until the epoch ends
+        self._reduced = 0  # how many leading _epoch_losses are already averaged across ranks (reduce_pending_losses)
         self.consecutive = 0
         self.history: list[dict] = []
         self.switch: Optional[dict] = None
@@ -240,7 +241,7 @@ class AutoWU(StepScheduler):
         if self.rollback and reason != "max-warmup":
             self.switch["rollback_step"] = self._restore_nearest(t_star)
         self.history.append(self.switch)
-        self._epoch_losses = []
+        self._epoch_losses, self._reduced = [], 0
 
     # -- per-epoch data movement and collectives -----------------------------------------------------------------
     def _group(self):
@@ -257,21 +258,47 @@ class AutoWU(StepScheduler):
 
     def _gather_epoch_losses(self) -> np.ndarray:
         """Stack the epoch's losses on their device, average across ranks, move to the host once."""
-        items, self._epoch_losses = self._epoch_losses, []
-        if not items:
+        done, rest = self._take_pending()
+        if done is None and rest is None:
             return np.empty(0)
+        parts = [x.cpu() for x in (done, self._all_reduce_mean(rest)) if x is not None]
+        out = torch.cat(parts).double().numpy()
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def reduce_pending_losses(self) -> None:
+        """Average the unfinished epoch's losses across ranks now (a collective: call it on every rank, before
+        rank 0 saves a checkpoint in the middle of an epoch; ``train.py`` does). Without it, a mid-epoch
+        ``state_dict`` holds the calling rank's own losses of that epoch, and after a resume the epoch's test would
+        see rank 0's losses for those steps in place of the average over ranks. A no-op outside DDP."""
+        if self._group() is None or self.phase != "warmup":
+            return
+        done, rest = self._take_pending()
+        parts = [x for x in (done, self._all_reduce_mean(rest)) if x is not None]
+        if parts:
+            self._epoch_losses = list(torch.cat([x.to(parts[0].device) for x in parts]).unbind())
+        self._reduced = len(self._epoch_losses)
+
+    def _take_pending(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Remove the epoch's losses; return them as float32 vectors on their device: the prefix already averaged
+        across ranks, and the rest (None where empty)."""
+        items, k = self._epoch_losses, self._reduced
+        self._epoch_losses, self._reduced = [], 0
+        if not items:
+            return None, None
         tensors = [x for x in items if isinstance(x, torch.Tensor)]
         device = tensors[0].device if tensors else torch.device("cpu")
         buf = torch.stack([x.to(device=device, dtype=torch.float32) if isinstance(x, torch.Tensor)
                            else torch.tensor(x, dtype=torch.float32, device=device) for x in items])
+        return (buf[:k] if k else None), (buf[k:] if k < len(items) else None)
+
+    def _all_reduce_mean(self, buf: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         group = self._group()
-        if group is not None:
-            buf = buf.to(self._comm_device(buf))
-            dist.all_reduce(buf, group=group)
-            buf = buf / dist.get_world_size(group)
-        out = buf.double().cpu().numpy()
-        out[~np.isfinite(out)] = np.nan
-        return out
+        if buf is None or group is None:
+            return buf
+        buf = buf.to(self._comm_device(buf))
+        dist.all_reduce(buf, group=group)
+        return buf / dist.get_world_size(group)
 
     def _broadcast(self, values: list[float]) -> list[float]:
         group = self._group()
@@ -306,7 +333,7 @@ class AutoWU(StepScheduler):
         pending losses, test history, GP parameters with their Adam state, the generator, rollback snapshots."""
         pending = self._gather_local_pending()
         return {"config": self._config(), "step": self.last_epoch, "phase": self.phase,
-                "losses": torch.from_numpy(self.losses.copy()), "pending": pending,
+                "losses": torch.from_numpy(self.losses.copy()), "pending": pending, "pending_reduced": self._reduced,
                 "consecutive": self.consecutive, "history": copy.deepcopy(self.history),
                 "decay_start_step": self.decay_start_step, "decay_start_lr": self.decay_start_lr,
                 "gp_state": self.gp_state.to_dict(), "rng": copy.deepcopy(self.rng.bit_generator.state),
@@ -319,6 +346,7 @@ class AutoWU(StepScheduler):
         self.phase = state_dict["phase"]
         self.losses = state_dict["losses"].double().numpy().copy()
         self._epoch_losses = [float(x) for x in state_dict["pending"].tolist()]
+        self._reduced = int(state_dict.get("pending_reduced", 0))
         self.consecutive = int(state_dict["consecutive"])
         self.history = copy.deepcopy(state_dict["history"])
         self.switch = next((h for h in reversed(self.history) if h["type"] == "switch"), None)

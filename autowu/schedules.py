@@ -52,7 +52,9 @@ class StepScheduler(LRScheduler):
     metric to ``reduce_on_plateau`` schedulers).
 
     Parameter groups keep their ratio to group 0's initial LR: a schedule computes one LR ``eta`` and group ``g``
-    gets ``eta * lr_g / lr_0`` (no-weight-decay groups, layer-wise scales). The official AutoWU forced one LR on
+    gets ``eta * lr_g / lr_0`` (no-weight-decay groups, layer-wise scales). A group with an ``lr_scale`` key (timm's
+    ``create_optimizer_v2(..., layer_decay=...)`` puts the layer-wise factor there; timm's own schedulers multiply
+    by it) gets ``eta * lr_g / lr_0 * lr_scale_g``, as under timm's schedulers. The official AutoWU forced one LR on
     every group.
 
     ``LRScheduler.__init__`` is not called: it would call ``step()`` once, which for a loss-driven schedule would
@@ -73,7 +75,9 @@ class StepScheduler(LRScheduler):
         if lrs[0] <= 0 or not math.isfinite(lrs[0]):
             raise ValueError(f"param group 0 has lr={lrs[0]}; the schedule keeps every group's ratio to group 0, so "
                              "group 0 needs a positive LR (any value, e.g. 1.0, if all groups share the schedule)")
-        self.group_ratios = [lr / lrs[0] for lr in lrs]
+        self.group_ratios = [lr / lrs[0] * float(g.get("lr_scale", 1.0))
+                             for lr, g in zip(lrs, optimizer.param_groups)]
+        self.history: list[dict] = []  # the decisions of a loss-driven schedule (AutoWU, AutoLR); empty otherwise
         for g, lr in zip(optimizer.param_groups, lrs):
             g.setdefault("initial_lr", lr)
         self.base_lrs = lrs

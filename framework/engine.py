@@ -211,19 +211,25 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
         with sync:
             with amp.autocast():
                 loss = loss_fn(model(x), y)
-            amp(loss / accum_steps, optimizer, params, update=last)
+            amp(loss / accum_steps if accum_steps > 1 else loss, optimizer, params, update=last)
         micro = loss.detach().float()
         step_loss = micro if step_loss is None else step_loss + micro  # out of place: the scheduler keeps it
         if not last:
             continue
-        step_loss = step_loss / accum_steps
+        if accum_steps > 1:  # without accumulation the micro-batch loss is the step loss: no extra kernel
+            step_loss = step_loss / accum_steps
         losses[s] = step_loss
         scheduler.step(step_loss)
         state.step += 1
         history = getattr(scheduler, "history", ())  # pure schedules may keep none
         for entry in history[state.history_logged:]:
             logger.log_event(entry)
-            if entry.get("type") == "switch":
+            if entry.get("type") == "test":
+                p_min = " ".join(f"{p:.2f}" for p in entry.get("p_min", []))
+                logger.info(f"AutoWU test at step {entry['step']} (epoch {entry['epoch']}): P_min [{p_min}], "
+                            f"{entry['votes']} votes, {'passed' if entry['passed'] else 'not passed'} "
+                            f"({entry['consecutive']} in a row)")
+            elif entry.get("type") == "switch":
                 logger.info(f"AutoWU switch at step {entry['step']} (epoch {entry['epoch']}): t*={entry['t_star']:.1f}"
                             f", decay from lr {entry['lr']:.4g} ({entry['reason']})")
         state.history_logged = len(history)

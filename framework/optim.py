@@ -8,9 +8,11 @@ weight decay 0.1, betas (0.9, 0.999), eps 1e-6. The baseline's peak LR is ``lr_b
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import autowu
@@ -66,15 +68,39 @@ def create_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.
 
 def _adamp_class() -> type:
     """``adamp.AdamP`` with ``reshape`` in place of ``view``: the package's ``view`` fails on channels_last
-    (non-contiguous) conv weights. Identical results on contiguous parameters."""
+    (non-contiguous) conv weights. Identical results on contiguous parameters. On a GPU the projection test is
+    decided on the device, so a step never waits for the GPU (see ``_projection``)."""
     from adamp import AdamP
 
     class AdamPAnyLayout(AdamP):
+        sync_free = None  # None: on GPU tensors only; True/False forces it (tests)
+
         def _channel_view(self, x: torch.Tensor) -> torch.Tensor:
             return x.reshape(x.size(0), -1)
 
         def _layer_view(self, x: torch.Tensor) -> torch.Tensor:
             return x.reshape(1, -1)
+
+        def _projection(self, p, grad, perturb, delta, wd_ratio, eps):
+            """AdamP's projection (Heo et al. 2021, Algorithm 1): remove the radial part of the update of a
+            scale-invariant weight, tested on the channel view, then on the layer view. The package decides with
+            ``if cosine.max() < delta / sqrt(d)``, a device-to-host read per weight per step; here both views are
+            computed and ``torch.where`` picks the same result on the device (bitwise the same values)."""
+            if not (self.sync_free if self.sync_free is not None else p.is_cuda):
+                return super()._projection(p, grad, perturb, delta, wd_ratio, eps)
+            expand = [-1] + [1] * (p.dim() - 1)
+            out, taken = perturb, None
+            for view in (self._channel_view, self._layer_view):
+                w = view(p.data)
+                cosine = F.cosine_similarity(view(grad), w, dim=1, eps=eps).abs_()
+                hit = cosine.max() < delta / math.sqrt(w.size(1))
+                p_n = p.data / w.norm(dim=1).view(expand).add_(eps)
+                projected = perturb - p_n * view(p_n * perturb).sum(dim=1).view(expand)
+                if taken is None:
+                    out, taken = torch.where(hit, projected, perturb), hit
+                else:
+                    out, taken = torch.where(taken, out, torch.where(hit, projected, perturb)), taken | hit
+            return out, torch.where(taken, wd_ratio, 1.0)
 
     return AdamPAnyLayout
 

@@ -101,8 +101,11 @@ else
         # torchvision; pin everything else to the tested versions.
         constraints="$VENV/constraints-local.txt"
         grep -vE '^(torch|torchvision|triton|nvidia-[a-z0-9_-]+|cuda-[a-z-]+)==' constraints.txt >"$constraints"
-        echo "torch==$have_torch" >>"$constraints"
-        vision="$("$PY" -c 'import torchvision; print(torchvision.__version__)' 2>/dev/null || true)"
+        # pin the distributions' versions (a wheel from PyPI reports torch.__version__ "2.14.1+cu130" while its
+        # metadata says "2.14.1"; pip matches the metadata)
+        dist_version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+        echo "torch==$(dist_version torch)" >>"$constraints"
+        vision="$(dist_version torchvision)"
         [[ -n "$vision" ]] && echo "torchvision==$vision" >>"$constraints"
         say "keeping your torch $have_torch${vision:+ + torchvision $vision} (tested with $tested_torch)"
     fi

@@ -200,9 +200,10 @@ def test_timm_optimizer_groups_keep_their_ratios():
     torch.manual_seed(0)
     model = timm.create_model("test_vit", num_classes=10)
     optimizer = create_optimizer_v2(model, "adamw", lr=1.0, weight_decay=0.05, layer_decay=0.75)
-    for group in optimizer.param_groups:  # the recipe: timm keeps layer decay in "lr_scale"; make it the group LR
-        group["lr"] *= group.pop("lr_scale", 1.0)
-    wanted = [g["lr"] / optimizer.param_groups[0]["lr"] for g in optimizer.param_groups]
+    # timm keeps the layer-wise factor in each group's "lr_scale" (and one LR for all); AutoWU multiplies by it, as
+    # timm's own schedulers do
+    assert len({g["lr"] for g in optimizer.param_groups}) == 1
+    wanted = [g["lr_scale"] / optimizer.param_groups[0]["lr_scale"] for g in optimizer.param_groups]
     decays = [g["weight_decay"] for g in optimizer.param_groups]
     assert len(set(round(r, 9) for r in wanted)) > 3 and set(decays) == {0.0, 0.05}
 
@@ -217,6 +218,7 @@ def test_timm_optimizer_groups_keep_their_ratios():
         scheduler.step(loss)
         lrs = scheduler.get_last_lr()
         assert [lr / lrs[0] for lr in lrs] == pytest.approx(wanted, rel=1e-9)
+        assert lrs[0] == pytest.approx(scheduler.lr_at(scheduler.num_steps) * optimizer.param_groups[0]["lr_scale"])
         assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(lrs, rel=1e-12)
         seen.append(lrs[0])
     assert all(b > a for a, b in zip(seen, seen[1:]))  # warming up
