@@ -7,8 +7,10 @@
 
 A run's output directory is ``<runs-dir>/<table>/[<block>/]<row>_<column>_s<seed>``; a run whose ``results.json``
 exists is finished and skipped, so re-running a sweep only launches what is missing (and resumes what was cut:
-train.py resumes from ``<output>/last.pt``). Extra flags after ``--`` are not part of a run's identity: use them
-for paths and throughput (``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
+train.py resumes from ``<output>/last.pt``). A finished run whose recorded config differs from what the table now
+asks in a flag the table sets is *stale*: the sweep lists it and refuses to start until ``--rerun-stale`` sets it
+aside. Extra flags after ``--`` are not part of a run's identity: use them for paths and throughput
+(``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
 
 Table definition format (one YAML per paper table or figure; keys below, all but ``title``/``base``/``rows``/``columns``
 optional; ``blocks`` repeats the per-block keys for tables with several dataset blocks, like the paper's Table 1):
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shlex
 import subprocess
@@ -97,6 +100,7 @@ class Run:
     config: str
     overrides: dict = field(default_factory=dict)   # flag -> value, batch-size included
     output: str = ""
+    expected: dict = field(default_factory=dict)    # resolved values results.json must record (check_runs)
 
     @property
     def name(self) -> str:
@@ -105,6 +109,18 @@ class Run:
     @property
     def done(self) -> bool:
         return os.path.isfile(os.path.join(ROOT, self.output, "results.json"))
+
+    def stale(self) -> list[str]:
+        """The settings in which a finished run differs from what the table now asks (``flag: ran -> wanted``):
+        the table or its overrides changed since it ran. Empty for a pending run or one without a recorded config."""
+        try:
+            with open(os.path.join(ROOT, self.output, "results.json")) as f:
+                ran = json.load(f).get("config") or {}
+        except (OSError, ValueError):
+            return []
+        norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples vs lists)
+        return [f"{k.replace('_', '-')}: {ran[k]!r} -> {v!r}" for k, v in self.expected.items()
+                if k in ran and norm(ran[k]) != norm(v)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -283,21 +299,30 @@ def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[s
     return argv + list(extra or [])
 
 
+# Flags that change how fast a run goes or where it reads and writes, never its result: a finished run that differs
+# from the table only in these is not stale (they may also be given after `--`).
+NOT_IDENTITY = {"micro_batch", "workers", "data_dir", "pin_mem", "gpu_data", "val_batch_size", "log_interval",
+                "checkpoint_interval", "device", "output", "resume"}
+
+
 def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
-    """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one."""
+    """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one.
+    Records in ``run.expected`` the resolved values of the flags the table sets (for ``Run.stale``)."""
     from framework.config import ConfigError, parse_args  # noqa: E402  (get_train_parser put ROOT on sys.path)
     for run in runs:
         argv = train_argv(run, parser)
         cwd = os.getcwd()
         try:
             os.chdir(ROOT)
-            parse_args(parser, argv)
+            ns = parse_args(parser, argv)
         except SystemExit:
             raise TableError(f"run {run.name}: train.py rejects {shlex.join(argv)} (message above)") from None
         except ConfigError as e:
             raise TableError(f"run {run.name}: {e}") from None
         finally:
             os.chdir(cwd)
+        keys = [k.replace("-", "_") for k in run.overrides] + ["seed"]
+        run.expected = {k: getattr(ns, k) for k in keys if k not in NOT_IDENTITY and hasattr(ns, k)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -390,6 +415,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
     p.add_argument("--nproc", type=int, default=1, help="--local: processes (GPUs) per run via scripts/launch_local.sh")
     p.add_argument("--nodes", type=int, default=1, help="--slurm: nodes per run (>1 uses multi_node.sbatch)")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="runs finished with settings the table no longer asks for: move them to OUTPUT.stale-TIME "
+                        "and run them again (without this flag such runs stop --local/--slurm with an error)")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -401,17 +429,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pending = [r for r in runs if not r.done]
-    print(f"[sweep] {table.name}: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} pending")
+    stale = {r.name: r.stale() for r in runs if r.done}
+    stale = {name: diff for name, diff in stale.items() if diff}
+    pending = [r for r in runs if not r.done or r.name in stale]
+    print(f"[sweep] {table.name}: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} pending"
+          + (f" ({len(stale)} of them stale: finished with other settings)" if stale else ""))
     if args.dry_run:
         for r in runs:
-            state = "done   " if r.done else "pending"
+            state = "stale  " if r.name in stale else "done   " if r.done else "pending"
             over = " ".join(f"{k}={v}" for k, v in r.overrides.items())
             print(f"{state} {r.name:<48} seed={r.seed} config={r.config} {over}")
             print(f"        python train.py {shlex.join(train_argv(r, parser, extra))}")
         return 0
     if not pending:
         return 0
+    if stale and not args.dry_run:
+        if not args.rerun_stale:
+            for name, diff in stale.items():
+                print(f"error: {name} finished with other settings than the table asks ({'; '.join(diff)})",
+                      file=sys.stderr)
+            print("error: pass --rerun-stale to set those runs aside (OUTPUT.stale-TIME) and run them again, or "
+                  "use another --runs-dir", file=sys.stderr)
+            return 2
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for r in pending:
+            if r.name in stale:
+                src = os.path.join(ROOT, r.output)
+                os.rename(src, f"{src}.stale-{stamp}")
+                print(f"[sweep] {r.name}: set aside as {r.output}.stale-{stamp}")
     if args.local:
         return 1 if run_local(pending, parser, args.nproc, extra) else 0
     settings = cluster_settings()

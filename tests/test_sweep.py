@@ -249,3 +249,35 @@ def test_local_sweep_runs_pending_runs_and_skips_finished_ones(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "2 runs, 1 done, 1 pending" in out and "(1/1) tbl/baseline_b32_s0" in out
     assert (first / "results.json").stat().st_mtime_ns == stamp and (second / "results.json").exists()
+
+
+def test_a_run_finished_with_other_settings_is_stale(tmp_path, monkeypatch, capsys):
+    """The table changed after a run finished (epochs 8 -> 3): the sweep does not count it as done; it stops with
+    an error naming the setting, and --rerun-stale sets the old run aside. A throughput flag (micro-batch) or a
+    results.json without a config does not make a run stale."""
+    table = write_table(tmp_path, f"title: t\nbase: {BASE}\noverrides: {{epochs: 3, micro-batch: 256}}\n"
+                                  "columns: [256, 1024, 4096]\nrows: {a: {sched: baseline}}\n")
+    runs_dir = tmp_path / "runs"
+    for column, epochs, micro in ((256, 8, 256), (1024, 3, 1024), (4096, None, None)):
+        run = runs_dir / "tbl" / f"a_b{column}_s0"
+        run.mkdir(parents=True)
+        config = {} if epochs is None else {"epochs": epochs, "micro_batch": micro, "batch_size": column,
+                                            "sched": "baseline", "seed": 0}
+        (run / "results.json").write_text(json.dumps({"config": config}))
+    assert sweep.main([str(table), "--dry-run", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs, 2 done, 1 pending (1 of them stale" in out
+    assert "stale   tbl/a_b256_s0" in out and "done    tbl/a_b1024_s0" in out and "done    tbl/a_b4096_s0" in out
+
+    monkeypatch.setattr(sweep, "run_local", lambda *a: pytest.fail("a sweep with a stale run must not start"))
+    assert sweep.main([str(table), "--local", "--runs-dir", str(runs_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "tbl/a_b256_s0 finished with other settings" in err and "epochs: 8 -> 3" in err
+    assert "--rerun-stale" in err and (runs_dir / "tbl" / "a_b256_s0" / "results.json").exists()
+
+    ran = []
+    monkeypatch.setattr(sweep, "run_local", lambda runs, *a: ran.extend(r.name for r in runs) or 0)
+    assert sweep.main([str(table), "--local", "--rerun-stale", "--runs-dir", str(runs_dir)]) == 0
+    assert ran == ["tbl/a_b256_s0"]
+    assert not (runs_dir / "tbl" / "a_b256_s0").exists()
+    assert len(list((runs_dir / "tbl").glob("a_b256_s0.stale-*"))) == 1
