@@ -139,6 +139,9 @@ def test_autolr_decisions_set_the_logged_lr(tmp_path, opt):
         if e["step"] < TOTAL:
             assert lrs[e["step"]] == pytest.approx(e["lr_after"]) == lrs[e["step"] + 1]
     assert any(e["lr_after"] != e["lr_before"] for e in events)
+    cost = res["autolr"]  # its extra forwards: per check, the evaluations x the superbatch's micro-batches
+    assert cost["extra_forward_passes"] == sum(e["extra_forward_passes"] for e in events) > 0
+    assert cost["overhead"] == pytest.approx(cost["extra_forward_passes"] / (TOTAL * 2))  # 2 micro-batches per step
 
 
 def test_schedules_tested_here_are_all_the_library_offers():
