@@ -138,3 +138,36 @@ def test_sync_free_adamp_matches_the_package_without_host_reads(channels_last):
         reads[sync_free] = counts["optimizer"]
     assert all(torch.equal(a, b) for a, b in zip(params[False], params[True]))
     assert reads[False] >= 6 * 3 and reads[True] == 0  # the package: >= 1 read per multi-dim weight per step
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_our_adamp_is_bitwise_the_adamp_package(nesterov):
+    """framework.optim's AdamP (multi-tensor Adam part, reshape views) against adamp.AdamP itself: the same weights
+    to the bit after steps with weight decay, a frozen parameter without gradient, and a parameter that joins late
+    (so the parameters' step counts differ)."""
+    import copy
+
+    import torch
+    from adamp import AdamP
+    from torch import nn
+
+    from framework.optim import _adamp_class
+
+    torch.manual_seed(1)
+    base = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10 * 10, 5),
+                         nn.Linear(5, 5))
+    x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 5, (16,))
+    weights = []
+    for cls in (AdamP, _adamp_class()):
+        model = copy.deepcopy(base)
+        groups = [{"params": list(model[:4].parameters()) + list(model[4].parameters())},
+                  {"params": list(model[5].parameters()), "weight_decay": 0.0}]
+        opt = cls(groups, lr=1e-2, weight_decay=0.1, delta=0.1, wd_ratio=0.1, nesterov=nesterov)
+        for step in range(7):
+            model[5].requires_grad_(step >= 3)  # no gradient for the last layer in the first 3 steps
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        weights.append([p.detach().clone() for p in model.parameters()])
+        assert {opt.state[p]["step"] for p in model[5].parameters()} == {4}
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
