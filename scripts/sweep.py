@@ -7,8 +7,8 @@
 
 A run's output directory is ``<runs-dir>/<table>/[<block>/]<row>_<column>_s<seed>``; a run whose ``results.json``
 exists is finished and skipped, so re-running a sweep only launches what is missing (and resumes what was cut:
-train.py resumes from ``<output>/last.pt``). A finished run whose recorded config differs from what the table now
-asks in a flag the table sets is *stale*: the sweep lists it and refuses to start until ``--rerun-stale`` sets it
+train.py resumes from ``<output>/last.pt``). A finished run whose recorded config differs from what the table and its
+base config now ask is *stale*: the sweep lists it and refuses to start until ``--rerun-stale`` sets it
 aside. Extra flags after ``--`` are not part of a run's identity: use them for paths and throughput
 (``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
 
@@ -302,12 +302,12 @@ def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[s
 # Flags that change how fast a run goes or where it reads and writes, never its result: a finished run that differs
 # from the table only in these is not stale (they may also be given after `--`).
 NOT_IDENTITY = {"micro_batch", "workers", "data_dir", "pin_mem", "gpu_data", "val_batch_size", "log_interval",
-                "checkpoint_interval", "device", "output", "resume"}
+                "checkpoint_interval", "device", "output", "resume", "config", "local_rank"}
 
 
 def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
     """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one.
-    Records in ``run.expected`` the resolved values of the flags the table sets (for ``Run.stale``)."""
+    Records in ``run.expected`` the values the run's command line fixes (for ``Run.stale``)."""
     from framework.config import ConfigError, parse_args  # noqa: E402  (get_train_parser put ROOT on sys.path)
     for run in runs:
         argv = train_argv(run, parser)
@@ -321,8 +321,8 @@ def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
             raise TableError(f"run {run.name}: {e}") from None
         finally:
             os.chdir(cwd)
-        keys = [k.replace("-", "_") for k in run.overrides] + ["seed"]
-        run.expected = {k: getattr(ns, k) for k in keys if k not in NOT_IDENTITY and hasattr(ns, k)}
+        # every setting the base config and the table fix (train.py fills the unset ones, None here, itself)
+        run.expected = {k: v for k, v in vars(ns).items() if k not in NOT_IDENTITY and v is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------------
