@@ -100,6 +100,7 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     drew = False
     for j, col in enumerate(columns):
         ax_lr, ax_loss = axes[0, j], axes[1, j]
+        first_losses = []
         for row in rows:
             cell = [r for r in runs if r.row == row and r.column == col.key]
             logs = [(r, read_steps(r)) for r in cell]
@@ -114,6 +115,7 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
             x, m, s = seed_band([binned(st["epoch"], st["loss"]) for _, st in logs])
             ax_loss.plot(x, m, color=c, label=row, lw=widths[row])
             ax_loss.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
+            first_losses += [v for v in m[:1] if np.isfinite(v)]
             for r, _ in logs:
                 result = read_json(r, "results.json")
                 switch = result[0].get("switch") if result else None
@@ -135,6 +137,11 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
                     x, m, s = seed_band(curves)
                     axes[2, j].plot(x, m, color=c, label=row, lw=1.0, marker=".", ms=3)
                     axes[2, j].fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
+        cap = 3 * max(first_losses, default=np.inf)  # a diverged run would flatten every other curve
+        if ax_loss.get_ylim()[1] > cap:
+            ax_loss.set_ylim(0, cap)  # training losses (cross-entropy) are non-negative
+            ax_loss.text(0.98, 0.95, "diverging losses clipped", transform=ax_loss.transAxes, ha="right",
+                         va="top", fontsize=7, color="0.4")
         ax_lr.set_yscale("log")
         ax_lr.set_title(f"{block.column_header} {col.header}", fontsize=10)
         axes[-1, j].set_xlabel("epoch")
