@@ -282,15 +282,20 @@ class AutoWU(StepScheduler):
     def _take_pending(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Remove the epoch's losses; return them as float32 vectors on their device: the prefix already averaged
         across ranks, and the rest (None where empty)."""
-        items, k = self._epoch_losses, self._reduced
+        buf, n, k = self._stack_pending(), len(self._epoch_losses), self._reduced
         self._epoch_losses, self._reduced = [], 0
-        if not items:
+        if buf is None:
             return None, None
-        tensors = [x for x in items if isinstance(x, torch.Tensor)]
-        device = tensors[0].device if tensors else torch.device("cpu")
-        buf = torch.stack([x.to(device=device, dtype=torch.float32) if isinstance(x, torch.Tensor)
-                           else torch.tensor(x, dtype=torch.float32, device=device) for x in items])
-        return (buf[:k] if k else None), (buf[k:] if k < len(items) else None)
+        return (buf[:k] if k else None), (buf[k:] if k < n else None)
+
+    def _stack_pending(self) -> Optional[torch.Tensor]:
+        """The epoch's losses as one float32 vector on the device of the first tensor among them (None if none)."""
+        items = self._epoch_losses
+        if not items:
+            return None
+        device = next((x.device for x in items if isinstance(x, torch.Tensor)), torch.device("cpu"))
+        return torch.stack([x.to(device=device, dtype=torch.float32) if isinstance(x, torch.Tensor)
+                            else torch.tensor(x, dtype=torch.float32, device=device) for x in items])
 
     def _all_reduce_mean(self, buf: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         group = self._group()
@@ -360,9 +365,8 @@ class AutoWU(StepScheduler):
 
     def _gather_local_pending(self) -> torch.Tensor:
         """This rank's losses of the unfinished epoch, on the host (a sync, but only when checkpointing)."""
-        vals = [x.to(torch.float32).cpu() if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float32)
-                for x in self._epoch_losses]
-        return torch.stack(vals) if vals else torch.empty(0)
+        buf = self._stack_pending()
+        return buf.cpu() if buf is not None else torch.empty(0)
 
 
 def _detach_loss(loss: Any) -> Any:

@@ -111,8 +111,9 @@ class Run:
         return os.path.isfile(os.path.join(ROOT, self.output, "results.json"))
 
     def stale(self) -> list[str]:
-        """The settings in which a finished run differs from what the table now asks (``flag: ran -> wanted``):
-        the table or its overrides changed since it ran. Empty for a pending run or one without a recorded config."""
+        """The settings in which a finished run differs from what its command line now fixes (``flag: ran ->
+        wanted``): the table or its base config changed since it ran. Empty for a pending run or one without a
+        recorded config."""
         try:
             with open(os.path.join(ROOT, self.output, "results.json")) as f:
                 ran = json.load(f).get("config") or {}
@@ -443,7 +444,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if not pending:
         return 0
-    if stale and not args.dry_run:
+    if stale:
         if not args.rerun_stale:
             for name, diff in stale.items():
                 print(f"error: {name} finished with other settings than the table asks ({'; '.join(diff)})",

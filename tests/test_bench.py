@@ -124,7 +124,7 @@ def test_sync_free_adamp_matches_the_package_without_host_reads(channels_last):
     if channels_last:
         base = base.to(memory_format=torch.channels_last)
     x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 10, (16,))
-    params, reads, projected = {}, {}, {}
+    params, reads = {}, {}
     for sync_free in (False, True):
         model = copy.deepcopy(base)
         opt = _adamp_class()(model.parameters(), lr=1e-2, weight_decay=0.1, delta=0.1, wd_ratio=0.1)
