@@ -17,7 +17,7 @@ def create_scheduler(name: str, optimizer: Optimizer, *, steps_per_epoch: int, t
 
     ``baseline`` -> :class:`WarmupCosine` (``peak_lr``, ``warmup_epochs``); ``const-cosine`` ->
     :class:`ConstantCosine`; ``autowu-cos`` / ``autowu-const-cos`` -> :class:`AutoWU` with ``decay='cosine'`` /
-    ``'const-cosine'``; ``autolr`` -> :class:`autowu.autolr.AutoLR`.
+    ``'const-cosine'`` and the paper's reading (``variant='paper'``, see :class:`AutoWU`); ``autolr`` -> :class:`autowu.autolr.AutoLR`.
     """
     common = dict(steps_per_epoch=steps_per_epoch, total_epochs=total_epochs)
     if name == "baseline":
@@ -26,7 +26,7 @@ def create_scheduler(name: str, optimizer: Optimizer, *, steps_per_epoch: int, t
         return ConstantCosine(optimizer, **common, **kwargs)
     if name in ("autowu-cos", "autowu-const-cos"):
         decay = "cosine" if name == "autowu-cos" else "const-cosine"
-        return AutoWU(optimizer, **common, decay=decay, **kwargs)
+        return AutoWU(optimizer, **common, decay=decay, **{"variant": "paper", **kwargs})
     if name == "autolr":
         from .autolr import AutoLR
         return AutoLR(optimizer, **common, **kwargs)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
+import numbers
 from collections import deque
 from typing import Any, Optional
 
@@ -13,45 +16,111 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .gp import GPState, MinimumTest
-from .schedules import StepScheduler, _check_config, _check_fraction, _check_int, _check_positive, decay_lr
+from .schedules import (StepScheduler, _check_bool, _check_choice, _check_config, _check_fraction, _check_int,
+                        _check_positive, _check_state, _is_step, decay_lr)
 
 DECAYS = ("cosine", "const-cosine")
 WARMUPS = ("exp", "linear")
+VARIANTS = ("official", "paper")
+WARMUP_UNITS = ("step", "epoch")
+COOLDOWN_TYPES = ("cosine", "half_cosine")
+PHASES = ("warmup", "decay", "final")
+# this library's clearer names -> the official argument each one aliases
+ALIASES = {"eta_min": "min_lr", "eta_max": "max_lr", "rho_w": "max_warmup_fraction", "warmup": "warmup_type",
+           "decay": "immediate_cooldown"}
+# torch.optim.lr_scheduler.ReduceLROnPlateau as the official decay_phase_stat='loss' builds it (patience=5, defaults)
+PLATEAU_PATIENCE, PLATEAU_THRESHOLD, PLATEAU_EPS = 5, 1e-4, 1e-8
+
+
+def _one_name_per_setting(init):
+    """Reject an official argument given together with this library's alias for it (``min_lr`` and ``eta_min``)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        given = signature.bind(self, *args, **kwargs).arguments
+        for alias, official in ALIASES.items():
+            if alias in given and official in given:
+                raise TypeError(f"AutoWU got {official}={given[official]!r} and {alias}={given[alias]!r}: two names "
+                                f"for one setting ({alias} is this library's name for the official {official}); "
+                                "give only one")
+        init(self, *args, **kwargs)
+    return wrapper
+
+
+def _half_cosine(x: float) -> float:
+    """The official ``half_cosine`` cooldown factor at fraction ``x`` of the steps left: 0.5 at x = 0, 0 at x = 1."""
+    return 0.5 + 0.5 * math.cos(0.5 * math.pi * (1.0 + x))
 
 
 class AutoWU(StepScheduler):
-    """Automated warmup (Kim et al., 2021): a drop-in for the official ``AutoWU`` with exact resume.
+    """Automated warmup (Kim et al., 2021): a drop-in for the official ``AutoWU`` class, with exact resume.
 
-    Warmup (Eq. 1): ``eta_0 = eta_min``, ``eta_t = gamma * eta_{t-1}``, ``gamma = (eta_max/eta_min)^(1/W)``,
-    ``W = floor(rho_w * T)`` with ``T = steps_per_epoch * total_epochs`` optimizer steps. At the end of every epoch of
-    the warmup the GP minimum test of :mod:`autowu.gp` runs on the losses recorded so far; after ``patience``
-    consecutive passes the decay starts at ``eta_{t*} = gamma^{t*} eta_0`` (Eq. 5). If the warmup reaches ``W`` steps
-    without a switch, the decay starts from the LR reached. Decay: ``cosine`` (from ``eta_{t*}`` to 0 at step ``T``)
-    or ``const-cosine`` (constant, then cosine to 0 over the last ``cooldown_fraction`` of the ``T`` steps).
+    The constructor is the official one (same arguments, positional order, defaults and behaviour; checked against
+    LR trajectories recorded from the official code in ``tests/fixtures/official``)::
+
+        AutoWU(optimizer, steps_per_epoch, total_epochs, min_lr=1e-5, max_lr=1.0, max_warmup_fraction=0.5,
+               warmup_unit='step', warmup_type='exp', warmup_only=False, immediate_cooldown=False,
+               decay_phase_stat=None, decay_phase_factor=1.0, cooldown_fraction=0.2, cooldown_type='cosine',
+               device=torch.device('cpu'))
+
+    Warmup (Eq. 1): ``eta_0 = min_lr``, ``eta_t = gamma * eta_{t-1}``, ``gamma = (max_lr/min_lr)^(1/W)``,
+    ``W = floor(max_warmup_fraction * T)``, ``T = steps_per_epoch * total_epochs`` optimizer steps. At the end of
+    every warmup epoch the GP minimum test of :mod:`autowu.gp` runs on the losses so far; after ``patience``
+    consecutive passes the decay starts from the LR of the estimated loss minimum (Eq. 5); if the warmup reaches
+    ``W`` steps first, the decay starts from the LR reached. Then the decay phase (``phase == 'decay'``: constant,
+    or ReduceLROnPlateau with ``decay_phase_stat='loss'``) and the final cosine over the last ``cooldown_fraction``
+    of the steps (``phase == 'final'``); ``immediate_cooldown=True`` goes straight to the final cosine.
+
+    ``variant='official'`` (default) does what the official code does where it differs from the paper;
+    ``variant='paper'`` is the paper's reading (``train.py``'s ``autowu-cos``/``autowu-const-cos`` use it). The
+    differences (README, "Differences from the paper and the official code"):
+
+    * switch LR: official = the mean over the ``n_test`` posteriors of ``min_lr (lr_t/min_lr)^x_i`` with ``lr_t``
+      the LR of the epoch's last step; paper = ``eta_min gamma^{t*}`` with ``t* = t mean(x_i)`` (Eq. 5);
+    * the cap ``W``: official switches at step ``W`` without a test and decays from the LR of step ``W - 1``
+      (``max_lr / gamma``); paper runs the test when ``W`` is an epoch end and decays from ``eta_W = max_lr``;
+    * the final cosine: official reaches 0 at step ``T - 1`` (its cosine starts one step early); paper at ``T``;
+    * official-only options: ``warmup_unit='epoch'``, ``warmup_only``, ``decay_phase_stat``,
+      ``decay_phase_factor`` and ``cooldown_type='half_cosine'`` (which halves the LR when the cooldown starts).
+
+    Kept from this library in both variants: every param group keeps its ratio to group 0 (the official code forces
+    one LR on all groups), exact resume through ``state_dict``, no host sync per step, DDP decisions broadcast from
+    rank 0, an epoch of only non-finite losses switches at once (``reason='non-finite'``), optional rollback.
 
     Usage, as in the official README::
 
         scheduler = AutoWU(optimizer, len(train_loader), total_epochs, immediate_cooldown=True,
                            cooldown_type='cosine', device=device)
         ...  # after each optimizer step:
-        scheduler.step(loss)          # or scheduler.step(metrics=loss)
+        scheduler.step(loss)          # or scheduler.step(metrics=loss); timm: scheduler.step_update(n, metric=loss)
 
     Args:
         optimizer: the optimizer; group ``g`` gets ``eta * lr_g / lr_0`` (ratios to group 0's initial LR are kept).
         steps_per_epoch: optimizer steps per epoch (the test runs at each epoch end).
         total_epochs: the epoch budget; ``T = steps_per_epoch * total_epochs``.
-        immediate_cooldown: official name: ``True`` = cosine decay from the switch, ``False`` = constant-then-cosine.
-        cooldown_type: official name; only ``'cosine'`` (the paper's shape) is offered.
-        cooldown_fraction: fraction of the ``T`` steps spent in the final cosine of ``const-cosine`` (paper: 0.2).
-        device: accepted for compatibility with the official API. The GP always runs on the CPU in float64
-            (about 5 ms per test); the losses stay on their own device until the epoch ends.
-        decay: clearer alternative to ``immediate_cooldown``: ``'cosine'`` or ``'const-cosine'``.
-        eta_min, eta_max, rho_w: Eq. 1 (paper: 1e-5, 1.0, 0.5).
-        warmup: ``'exp'`` (Eq. 1) or ``'linear'`` (Eq. 6, the Appendix C.2 ablation).
+        min_lr, max_lr, max_warmup_fraction: Eq. 1's ``eta_min``, ``eta_max``, ``rho_w`` (paper: 1e-5, 1.0, 0.5).
+        warmup_unit: ``'step'`` (the LR grows every step) or ``'epoch'`` (official only: at epoch ends, over
+            ``floor(max_warmup_fraction * total_epochs)`` epochs; the cap stays ``W`` steps).
+        warmup_type: ``'exp'`` (Eq. 1) or ``'linear'`` (Eq. 6, the Appendix C.2 ablation).
+        warmup_only: official ablation: no decay phase, the warmup LR goes on growing; a switch only resets it.
+        immediate_cooldown: ``True`` = cosine from the switch, ``False`` (default) = constant, then cosine.
+        decay_phase_stat: ``None`` or ``'loss'``: ReduceLROnPlateau (patience 5, factor ``decay_phase_factor``) on
+            the average loss of each ``steps_per_epoch`` steps of the decay phase.
+        decay_phase_factor: in (0, 1]; with ``decay_phase_stat=None`` the official code multiplies the LR by it once,
+            at a GP switch into the constant phase (its per-epoch decay is never stepped), and so do we.
+        cooldown_fraction: fraction of the ``T`` steps spent in the final cosine (paper: 0.2).
+        cooldown_type: ``'cosine'`` or ``'half_cosine'`` (official only).
+        device: accepted for compatibility. The GP always runs on the CPU in float64 (about 5 ms per test); the
+            losses stay on their own device until the epoch ends.
+        decay, eta_min, eta_max, rho_w, warmup: this library's names for ``immediate_cooldown`` (``'cosine'`` /
+            ``'const-cosine'``), ``min_lr``, ``max_lr``, ``max_warmup_fraction``, ``warmup_type``. Give one name per
+            setting: both is a TypeError.
+        variant: ``'official'`` (default) or ``'paper'``, see above.
         n_test, confidence, patience: the test's ``n_test``, ``c`` and ``p`` (paper: 5, 0.95, 3).
         fit_subset, test_subset, grid_size: at most 100 losses for the fit, 500 per posterior, 500 grid points.
         lengthscale, fit_steps, fit_lr: 0.2; Adam for 100 steps with LR 0.01 (Section 2.1.2).
-        seed: seeds the subsampling; the generator's state is part of ``state_dict``.
+        seed: seeds the subsampling (an integer >= 0); the generator's state is part of ``state_dict``.
         rollback: beyond the paper (Appendix D's weakness): when switching, restore ``model`` and ``optimizer`` to
             the epoch-end snapshot nearest ``t*``. The last ``patience + 2`` epoch-end snapshots are kept in host
             memory (and in ``state_dict``, so resume stays exact). Training time is not rewound: the step count and
@@ -60,37 +129,59 @@ class AutoWU(StepScheduler):
         process_group: for DDP; by default the global group when ``torch.distributed`` is initialised. Each rank's
             epoch losses are averaged across ranks once per epoch, and rank 0's decision is broadcast, so every rank
             switches at the same step to the same LR.
+
+    Attributes an official user reads: ``last_step`` (steps taken), ``min_lr``, ``max_lr``, ``phase``
+    (``'warmup'|'decay'|'final'``), ``scheduler`` (this object: one scheduler runs every phase), ``total_steps``.
     """
 
+    @_one_name_per_setting
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int,
-                 immediate_cooldown: bool = True, cooldown_type: str = "cosine", cooldown_fraction: float = 0.2,
-                 device: Any = None, *, decay: Optional[str] = None, eta_min: float = 1e-5, eta_max: float = 1.0,
-                 rho_w: float = 0.5, warmup: str = "exp", n_test: int = 5, confidence: float = 0.95,
+                 min_lr: float = 1e-5, max_lr: float = 1.0, max_warmup_fraction: float = 0.5,
+                 warmup_unit: str = "step", warmup_type: str = "exp", warmup_only: bool = False,
+                 immediate_cooldown: bool = False, decay_phase_stat: Optional[str] = None,
+                 decay_phase_factor: float = 1.0, cooldown_fraction: float = 0.2, cooldown_type: str = "cosine",
+                 device: Any = torch.device("cpu"), *, decay: Optional[str] = None, eta_min: Optional[float] = None,
+                 eta_max: Optional[float] = None, rho_w: Optional[float] = None, warmup: Optional[str] = None,
+                 variant: str = "official", n_test: int = 5, confidence: float = 0.95,
                  patience: int = 3, fit_subset: int = 100, test_subset: int = 500, grid_size: int = 500,
                  lengthscale: float = 0.2, fit_steps: int = 100, fit_lr: float = 0.01, seed: int = 0,
                  rollback: bool = False, model: Optional[nn.Module] = None, process_group: Any = None):
         super().__init__(optimizer, steps_per_epoch, total_epochs)
-        if cooldown_type != "cosine":
-            raise ValueError(f"cooldown_type={cooldown_type!r}: only 'cosine' is supported (the official "
-                             "'half_cosine' halves the LR at the switch, which the paper does not do)")
-        implied = "cosine" if immediate_cooldown else "const-cosine"
+        eta_min = min_lr if eta_min is None else eta_min
+        eta_max = max_lr if eta_max is None else eta_max
+        rho_w = max_warmup_fraction if rho_w is None else rho_w
+        warmup = warmup_type if warmup is None else warmup
+        _check_choice("variant", variant, VARIANTS)
+        _check_bool("immediate_cooldown", immediate_cooldown)
+        _check_bool("warmup_only", warmup_only)
         if decay is None:
-            decay = implied
-        elif decay not in DECAYS:
-            raise ValueError(f"decay={decay!r} must be one of {DECAYS}")
-        elif decay != implied and not immediate_cooldown:
-            raise ValueError(f"decay={decay!r} contradicts immediate_cooldown=False; give only one of them")
+            decay = "cosine" if immediate_cooldown else "const-cosine"
+        _check_choice("decay", decay, DECAYS)
+        _check_choice("warmup_unit", warmup_unit, WARMUP_UNITS)
+        _check_choice("cooldown_type", cooldown_type, COOLDOWN_TYPES)
+        _check_choice("decay_phase_stat", decay_phase_stat, (None, "loss"))
+        _check_fraction("decay_phase_factor", decay_phase_factor, allow_zero=True)
+        if decay_phase_factor == 0:
+            raise ValueError("decay_phase_factor=0 must be in (0, 1]")
+        if variant == "paper":
+            for name, value, default in (("warmup_unit", warmup_unit, "step"), ("warmup_only", warmup_only, False),
+                                         ("decay_phase_stat", decay_phase_stat, None),
+                                         ("decay_phase_factor", decay_phase_factor, 1.0),
+                                         ("cooldown_type", cooldown_type, "cosine")):
+                if value != default:
+                    raise ValueError(f"{name}={value!r} is an option of the official code that the paper does not "
+                                     f"have; use variant='official' (the default) or leave {name} at {default!r}")
         _check_fraction("cooldown_fraction", cooldown_fraction, allow_zero=True)
-        _check_positive("eta_min", eta_min)
-        _check_positive("eta_max", eta_max)
+        _check_positive("eta_min (min_lr)", eta_min)
+        _check_positive("eta_max (max_lr)", eta_max)
         if eta_max <= eta_min:
-            raise ValueError(f"eta_max={eta_max} must be greater than eta_min={eta_min}")
-        _check_fraction("rho_w", rho_w)
-        if warmup not in WARMUPS:
-            raise ValueError(f"warmup={warmup!r} must be one of {WARMUPS}")
+            raise ValueError(f"eta_max (max_lr)={eta_max} must be greater than eta_min (min_lr)={eta_min}")
+        _check_fraction("rho_w (max_warmup_fraction)", rho_w)
+        _check_choice("warmup (warmup_type)", warmup, WARMUPS)
         for name, value in (("n_test", n_test), ("patience", patience), ("fit_subset", fit_subset),
                             ("test_subset", test_subset), ("grid_size", grid_size), ("fit_steps", fit_steps)):
             _check_int(name, value, 1 if name != "grid_size" else 2)
+        _check_int("seed", seed, 0)
         _check_fraction("confidence", confidence)
         _check_positive("lengthscale", lengthscale)
         _check_positive("fit_lr", fit_lr)
@@ -99,10 +190,18 @@ class AutoWU(StepScheduler):
         self.warmup_steps = int(math.floor(rho_w * self.total_steps))
         if self.warmup_steps < 1:
             raise ValueError(f"rho_w * total steps = {rho_w} * {self.total_steps} < 1: no warmup step; increase "
-                             "rho_w or the number of epochs")
-        self.decay, self.warmup, self.cooldown_fraction = decay, warmup, float(cooldown_fraction)
+                             "rho_w (max_warmup_fraction) or the number of epochs")
+        self.warmup_epochs = int(math.floor(rho_w * self.total_epochs))
+        if warmup_unit == "epoch" and self.warmup_epochs < 1:
+            raise ValueError(f"warmup_unit='epoch' with rho_w * total_epochs = {rho_w} * {self.total_epochs} < 1: "
+                             "no warmup epoch; increase rho_w (max_warmup_fraction) or the number of epochs")
+        self.variant, self.decay, self.warmup, self.cooldown_fraction = variant, decay, warmup, float(cooldown_fraction)
+        self.warmup_unit, self.warmup_only, self.cooldown_type = warmup_unit, bool(warmup_only), cooldown_type
+        self.decay_phase_stat, self.decay_phase_factor = decay_phase_stat, float(decay_phase_factor)
+        self.device = device
         self.eta_min, self.eta_max, self.rho_w = float(eta_min), float(eta_max), float(rho_w)
-        self.gamma = (self.eta_max / self.eta_min) ** (1.0 / self.warmup_steps)
+        span = self.warmup_epochs if warmup_unit == "epoch" else self.warmup_steps
+        self.gamma = (self.eta_max / self.eta_min) ** (1.0 / span)  # per warmup unit (step or epoch)
         self.patience, self.seed = int(patience), int(seed)
         self.rollback, self.model, self.process_group = bool(rollback), model, process_group
         self.min_test = MinimumTest(n_test=n_test, confidence=confidence, fit_subset=fit_subset,
@@ -121,10 +220,47 @@ class AutoWU(StepScheduler):
         self.switch: Optional[dict] = None
         self.decay_start_step = 0
         self.decay_start_lr = 0.0
+        # variant='official': the LR is advanced step by step as the official code's torch schedulers do
+        self._lr = self.eta_min
+        self._sched: dict = {"kind": "warmup", "n": 0}
+        self._stats: list[Any] = []  # decay_phase_stat='loss': the losses of the current decay "epoch"
+        self._timm = False  # step_update() seen: step(int) is then timm's epoch-end call
         self.gp_state = GPState()
         self.rng = np.random.default_rng(self.seed)
         self.snapshots: deque = deque(maxlen=self.patience + 2)
         self._apply_lr(self.lr_at(0))
+
+    # -- official attribute names --------------------------------------------------------------------------------
+    @property
+    def last_step(self) -> int:
+        """Optimizer steps taken so far (the official name of ``last_epoch`` / ``num_steps``)."""
+        return self.last_epoch
+
+    @property
+    def min_lr(self) -> float:
+        return self.eta_min
+
+    @property
+    def max_lr(self) -> float:
+        return self.eta_max
+
+    @property
+    def max_warmup_fraction(self) -> float:
+        return self.rho_w
+
+    @property
+    def warmup_type(self) -> str:
+        return self.warmup
+
+    @property
+    def immediate_cooldown(self) -> bool:
+        return self.decay == "cosine"
+
+    @property
+    def scheduler(self) -> "AutoWU":
+        """The official code keeps the torch scheduler of the current phase here; one object runs every phase
+        here, so it is this one (``scheduler.scheduler.get_last_lr()`` works as before)."""
+        return self
 
     # -- the schedule --------------------------------------------------------------------------------------------
     @property
@@ -132,37 +268,173 @@ class AutoWU(StepScheduler):
         return None if self.decay == "cosine" else int(round(self.cooldown_fraction * self.total_steps))
 
     def warmup_lr(self, t: float) -> float:
-        """Eq. 1 (exp) or Eq. 6 (linear) at (possibly fractional) step ``t``."""
-        t = min(max(float(t), 0.0), float(self.warmup_steps))
+        """The warmup LR at (possibly fractional) step ``t``: Eq. 1 (exp) or Eq. 6 (linear); with
+        ``warmup_unit='epoch'`` it changes at epoch ends only."""
+        t = max(float(t), 0.0)
+        span = self.warmup_steps
+        if self.warmup_unit == "epoch":
+            t, span = float(math.floor(t / self.steps_per_epoch)), self.warmup_epochs
+        if not self.warmup_only:
+            t = min(t, float(span))
         if self.warmup == "linear":
-            return self.eta_min + (self.eta_max - self.eta_min) * t / self.warmup_steps
+            return self.eta_min + (self.eta_max - self.eta_min) * t / span
         return self.eta_min * self.gamma**t
 
     def lr_at(self, step: int) -> float:
+        if self.variant == "official":
+            if step != self.last_epoch:
+                raise ValueError(f"lr_at({step}): the official variant knows the LR of the current step "
+                                 f"({self.last_epoch}) only; it depends on the losses to come")
+            return self._lr
         if self.phase == "warmup":
             return self.warmup_lr(step)
         return decay_lr(step, self.decay_start_step, self.total_steps, self.decay_start_lr, self.cooldown_steps)
 
     # -- the loop's call -----------------------------------------------------------------------------------------
-    def step(self, loss: Any = None, *, metrics: Any = None, epoch: Optional[int] = None) -> None:  # type: ignore[override]
+    def step(self, loss: Any = None, metric: Any = None, *, metrics: Any = None,  # type: ignore[override]
+             epoch: Optional[int] = None) -> None:
         """Record the loss of the optimizer step just taken and set the LR of the next one.
 
-        ``loss``: a float or a 0-d tensor on any device (it is not read on the host until the epoch ends).
+        ``loss``: a float or a 0-d floating tensor on any device (not read on the host until the epoch ends).
+        ``metrics=`` is Lightning's and ReduceLROnPlateau's name for it. ``step(epoch, metric)`` with an integer
+        epoch is timm's epoch-end call: a no-op once :meth:`step_update` feeds the losses.
         """
         if epoch is not None:
             raise ValueError("step(epoch=...) is not supported: AutoWU counts optimizer steps itself")
         if loss is None:
             loss = metrics
-        if self.phase == "warmup":
-            self._epoch_losses.append(_detach_loss(loss))
+        if self._is_timm_epoch_call(loss, metric):
+            return
+        if metric is not None:
+            raise ValueError(f"AutoWU.step(loss, metric={metric!r}): pass the step's loss only, scheduler.step(loss)")
+        if loss is None:
+            _refuse_wrappers()
+            raise ValueError("AutoWU.step() needs the loss of the optimizer step just taken: call "
+                             "scheduler.step(loss)")
+        loss = _detach_loss(loss)
+        self._warn_if_before_optimizer_step()
         self.last_epoch += 1
         self._step_count += 1
+        if self.variant == "official":
+            self._step_official(loss)
+        else:
+            self._step_paper(loss)
+        self._apply_lr(self.lr_at(self.last_epoch))
+
+    def step_update(self, num_updates: int, metric: Any = None) -> None:
+        """timm's per-update call: ``scheduler.step_update(num_updates=num_updates, metric=loss)`` after each
+        optimizer update, with the loss of that update (not timm's running ``losses_m.avg``)."""
+        if metric is None:
+            raise ValueError("AutoWU.step_update(num_updates, metric) needs metric=<the loss of this optimizer "
+                             "update> (in timm's train.py: metric=loss, not losses_m.avg)")
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int):
+            raise ValueError(f"step_update(num_updates={num_updates!r}) needs timm's integer update count")
+        if num_updates != self.last_epoch + 1:
+            raise ValueError(f"step_update(num_updates={num_updates}) but AutoWU has counted {self.last_epoch} "
+                             "updates: call it once after every optimizer update (after a resume, load the "
+                             "scheduler's state_dict first; timm's checkpoints do not hold it)")
+        self._timm = True
+        self.step(metric)
+
+    def _is_timm_epoch_call(self, loss: Any, metric: Any) -> bool:
+        if not (isinstance(loss, numbers.Integral) and not isinstance(loss, bool)):
+            return False
+        if not (self._timm or metric is not None):
+            return False
+        if self.last_epoch % self.steps_per_epoch or loss != self.last_epoch // self.steps_per_epoch:
+            raise ValueError(f"step({loss}) looks like timm's epoch-end call, but AutoWU has counted "
+                             f"{self.last_epoch / self.steps_per_epoch:g} epochs of {self.steps_per_epoch} updates: "
+                             "steps_per_epoch must be timm's updates_per_epoch, and step_update(num_updates, "
+                             "metric=loss) must run after every update")
+        return True
+
+    def _step_paper(self, loss: Any) -> None:
+        if self.phase == "warmup":
+            self._epoch_losses.append(loss)
         t = self.last_epoch  # number of steps taken = index of the next step
         if self.phase == "warmup":
             epoch_end = t % self.steps_per_epoch == 0
             if epoch_end or t >= self.warmup_steps:
                 self._end_of_warmup_epoch(t, epoch_end)
-        self._apply_lr(self.lr_at(self.last_epoch))
+        if self.phase == "decay" and (self.cooldown_steps is None or t >= self.total_steps - self.cooldown_steps):
+            self.phase = "final"  # the cosine part of the decay (the official name)
+
+    def _step_official(self, loss: Any) -> None:
+        """One call of the official ``AutoWU.step``: the same order of checks and the same scheduler steps."""
+        t, spe = self.last_epoch, self.steps_per_epoch
+        if t >= (1 - self.cooldown_fraction) * self.total_steps and not self.warmup_only and self.phase != "final":
+            self._start_final(t)
+        switched, epoch_end, metric = False, False, None
+        if self.phase == "warmup":
+            if t >= self.warmup_steps:  # the cap: the official code switches without a test, even at an epoch end
+                if not self.warmup_only:
+                    self._start_decay(t, (t - 1) // spe, float(t), "max-warmup", lr=self._lr)
+            else:
+                self._epoch_losses.append(loss)
+                epoch_end = t % spe == 0
+                if epoch_end:
+                    n_switches = sum(h["type"] == "switch" for h in self.history)
+                    self._end_of_warmup_epoch(t, True)
+                    switched = sum(h["type"] == "switch" for h in self.history) > n_switches
+        elif self.phase == "decay" and self.decay_phase_stat == "loss":
+            self._stats.append(loss)
+            if len(self._stats) >= spe:
+                metric = float(_stack(self._stats).double().mean())
+                self._stats = []
+                epoch_end = True
+        if self.phase == "warmup":
+            must_step = not switched and (self.warmup_unit == "step" or epoch_end)
+        else:
+            must_step = epoch_end if self.phase == "decay" else True
+        if must_step:
+            self._advance(metric)
+
+    def _advance(self, metric: Optional[float]) -> None:
+        """One ``step()`` of the torch scheduler the official code runs in the current phase."""
+        s, kind = self._sched, self._sched["kind"]
+        if kind == "plateau":  # ReduceLROnPlateau(mode='min', factor=decay_phase_factor, patience=5), torch defaults
+            if metric is None:  # the official code raises TypeError here (a GP switch into this phase)
+                return
+            s["n"] += 1
+            if metric < s["best"] * (1.0 - PLATEAU_THRESHOLD):
+                s["best"], s["bad"] = metric, 0
+            else:
+                s["bad"] += 1
+            if s["bad"] > PLATEAU_PATIENCE:
+                new = max(self._lr * self.decay_phase_factor, 0.0)
+                if self._lr - new > PLATEAU_EPS:
+                    self._lr = new
+                s["bad"] = 0
+            return
+        s["n"] += 1
+        n = s["n"]
+        if kind == "warmup":
+            if self.warmup == "linear":  # LambdaLR on min_lr, as the official code
+                x = n / (self.warmup_epochs if self.warmup_unit == "epoch" else self.warmup_steps)
+                self._lr = self.eta_min * ((1 - x) + x * (self.eta_max / self.eta_min))
+            else:  # ExponentialLR
+                self._lr *= self.gamma
+        elif kind == "factor":  # ExponentialLR(gamma=decay_phase_factor)
+            self._lr *= self.decay_phase_factor
+        elif kind == "cosine":  # CosineAnnealingLR(T_max, eta_min=0)
+            self._lr = s["base"] * 0.5 * (1.0 + math.cos(math.pi * n / s["T_max"]))
+        elif kind == "half_cosine":
+            self._lr = s["base"] * _half_cosine(n / s["T_max"])
+
+    def _start_final(self, t: int) -> None:
+        """The official final phase: cosine (or half cosine) from the current LR to 0 over the steps left."""
+        if self.phase == "warmup":  # the cooldown begins before the warmup ended (max_warmup_fraction large)
+            self.switch = {"type": "switch", "epoch": (t - 1) // self.steps_per_epoch, "step": t,
+                           "t_star": float(t), "lr": self._lr, "reason": "cooldown"}
+            self.history.append(self.switch)
+            self._epoch_losses, self._reduced = [], 0
+        self.phase = "final"
+        t_max = self.total_steps - t
+        kind = self.cooldown_type if t_max > 0 else "const"
+        self._sched = {"kind": kind, "n": 0, "base": self._lr, "T_max": t_max}
+        if kind == "half_cosine":
+            self._lr = self._lr * _half_cosine(0.0)  # LambdaLR applies its factor at construction: LR / 2
+        self._stats = []
 
     def _end_of_warmup_epoch(self, t: int, run_test: bool) -> None:
         epoch_losses = self._gather_epoch_losses()
@@ -193,7 +465,7 @@ class AutoWU(StepScheduler):
         entry["consecutive"] = self.consecutive
         self.history.append(entry)
         if self.consecutive >= self.patience:
-            self._start_decay(t, epoch, t_star, "gp-test")
+            self._start_decay(t, epoch, t_star, "gp-test", lr=decision.get("lr_t_star"))
 
     def _decide(self, run) -> dict:
         """Run the test (every rank runs it: same losses, same generator) and adopt rank 0's outcome."""
@@ -218,7 +490,18 @@ class AutoWU(StepScheduler):
         t = self.losses.shape[0]
         t_star = t * float(np.mean(argmin_x))  # Eq. 5
         return {"p_min": [float(p) for p in p_min], "votes": votes, "passed": votes > n / 2, "t_star": t_star,
-                "lr_t_star": float(self.warmup_lr(t_star))}
+                "lr_t_star": self._switch_lr(t_star, argmin_x)}
+
+    def _switch_lr(self, t_star: float, argmin_x: list[float]) -> float:
+        """The LR the decay starts from after a passed test. Paper (Eq. 5): ``eta_{t*}``. Official: the mean over
+        the posteriors of the warmup LR at each argmin, interpolated (exp or linear) between ``min_lr`` at x = 0 and
+        the LR of the epoch's last step at x = 1."""
+        if self.variant == "paper":
+            return float(self.warmup_lr(t_star))
+        lo, hi = self.eta_min, self._lr
+        if self.warmup == "linear":
+            return float(np.mean([lo + (hi - lo) * x for x in argmin_x]))
+        return float(np.mean([lo * (hi / lo) ** x for x in argmin_x]))
 
     def _t_star_from_history(self, t: int) -> float:
         """t* for a switch forced by an all-non-finite epoch: Eq. 5 on the finite history (0 if there is none)."""
@@ -229,19 +512,30 @@ class AutoWU(StepScheduler):
         last_finite = float(finite[-1])  # the GP may place its argmin in the non-finite tail: stay in the history
         return last_finite if decision["t_star"] is None else min(decision["t_star"], last_finite)
 
-    def _start_decay(self, t: int, epoch: int, t_star: float, reason: str) -> None:
-        self.phase = "decay"
-        self.decay_start_step = t
-        self.decay_start_lr = float(self.warmup_lr(t_star))
+    def _start_decay(self, t: int, epoch: int, t_star: float, reason: str, lr: Optional[float] = None) -> None:
+        lr = float(self.warmup_lr(t_star) if lr is None else lr)
         t_star = float(t_star)
-        self.switch = {"type": "switch", "epoch": epoch, "step": t, "t_star": t_star, "lr": self.decay_start_lr,
-                       "reason": reason}
+        self.switch = {"type": "switch", "epoch": epoch, "step": t, "t_star": t_star, "lr": lr, "reason": reason}
         if reason == "non-finite":
             self.switch["note"] = "every loss of the epoch was non-finite: the LR is past the minimum"
         if self.rollback and reason != "max-warmup":
             self.switch["rollback_step"] = self._restore_nearest(t_star)
         self.history.append(self.switch)
         self._epoch_losses, self._reduced = [], 0
+        self.decay_start_step, self.decay_start_lr = t, lr
+        if self.variant == "paper":
+            self.phase = "decay"
+            return
+        self._lr = lr
+        if self.warmup_only:  # the official ablation: the LR is reset, the warmup goes on
+            return
+        if self.decay == "cosine":
+            self._start_final(t)
+            return
+        self.phase = "decay"
+        self._sched = ({"kind": "plateau", "n": 0, "best": math.inf, "bad": 0} if self.decay_phase_stat == "loss"
+                       else {"kind": "factor", "n": 0})
+        self._stats = []
 
     # -- per-epoch data movement and collectives -----------------------------------------------------------------
     def _group(self):
@@ -280,7 +574,7 @@ class AutoWU(StepScheduler):
         self._reduced = len(self._epoch_losses)
 
     def _take_pending(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """Remove the epoch's losses; return them as float32 vectors on their device: the prefix already averaged
+        """Remove the epoch's losses; return them as float64 vectors on their device: the prefix already averaged
         across ranks, and the rest (None where empty)."""
         buf, n, k = self._stack_pending(), len(self._epoch_losses), self._reduced
         self._epoch_losses, self._reduced = [], 0
@@ -289,13 +583,8 @@ class AutoWU(StepScheduler):
         return (buf[:k] if k else None), (buf[k:] if k < n else None)
 
     def _stack_pending(self) -> Optional[torch.Tensor]:
-        """The epoch's losses as one float32 vector on the device of the first tensor among them (None if none)."""
-        items = self._epoch_losses
-        if not items:
-            return None
-        device = next((x.device for x in items if isinstance(x, torch.Tensor)), torch.device("cpu"))
-        return torch.stack([x.to(device=device, dtype=torch.float32) if isinstance(x, torch.Tensor)
-                            else torch.tensor(x, dtype=torch.float32, device=device) for x in items])
+        """The epoch's losses as one vector on the device of the first tensor among them (None if none)."""
+        return _stack(self._epoch_losses) if self._epoch_losses else None
 
     def _all_reduce_mean(self, buf: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         group = self._group()
@@ -331,7 +620,9 @@ class AutoWU(StepScheduler):
     def _config(self) -> dict:
         return {**super()._config(), "decay": self.decay, "warmup": self.warmup, "eta_min": self.eta_min,
                 "eta_max": self.eta_max, "rho_w": self.rho_w, "cooldown_fraction": self.cooldown_fraction,
-                "patience": self.patience, "rollback": self.rollback, **self._test_kwargs}
+                "patience": self.patience, "rollback": self.rollback, **self._test_kwargs, "variant": self.variant,
+                "warmup_unit": self.warmup_unit, "warmup_only": self.warmup_only, "cooldown_type": self.cooldown_type,
+                "decay_phase_stat": self.decay_phase_stat, "decay_phase_factor": self.decay_phase_factor}
 
     def state_dict(self) -> dict:
         """Everything needed to continue the identical trajectory: phase, step, recorded losses, the epoch's
@@ -342,9 +633,12 @@ class AutoWU(StepScheduler):
                 "consecutive": self.consecutive, "history": copy.deepcopy(self.history),
                 "decay_start_step": self.decay_start_step, "decay_start_lr": self.decay_start_lr,
                 "gp_state": self.gp_state.to_dict(), "rng": copy.deepcopy(self.rng.bit_generator.state),
-                "snapshots": list(self.snapshots)}
+                "snapshots": list(self.snapshots),
+                "official": {"lr": self._lr, "sched": dict(self._sched), "timm": self._timm,
+                             "stats": _stack(self._stats).cpu() if self._stats else torch.empty(0)}}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        _check_state(state_dict, self._state_checks(), "AutoWU")
         _check_config(self._config(), state_dict.get("config", {}))
         self.last_epoch = int(state_dict["step"])
         self._step_count = self.last_epoch + 1
@@ -361,7 +655,42 @@ class AutoWU(StepScheduler):
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = copy.deepcopy(state_dict["rng"])
         self.snapshots = deque(state_dict["snapshots"], maxlen=self.patience + 2)
+        official = state_dict.get("official", {"lr": self.eta_min, "sched": {"kind": "warmup", "n": 0},
+                                               "stats": torch.empty(0), "timm": False})
+        self._lr, self._sched = float(official["lr"]), dict(official["sched"])
+        self._stats, self._timm = [float(x) for x in official["stats"].tolist()], bool(official["timm"])
         self._apply_lr(self.lr_at(self.last_epoch))
+
+    def _state_checks(self) -> dict:
+        """What :meth:`load_state_dict` checks, key by key, before changing anything."""
+        def vector(v):
+            return None if isinstance(v, torch.Tensor) and v.dim() == 1 else "a 1-D tensor"
+
+        def count(v):
+            return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0"
+
+        def lr(v):
+            return None if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else "a finite LR >= 0"
+
+        def of_type(kind, what):
+            return lambda v: None if isinstance(v, kind) else what
+
+        def official(v):
+            ok = (isinstance(v, dict) and {"lr", "sched", "stats", "timm"} <= set(v) and lr(v["lr"]) is None
+                  and isinstance(v["sched"], dict) and vector(v["stats"]) is None)
+            return None if ok else "a dict with keys 'lr', 'sched', 'stats', 'timm' (the official variant's state)"
+
+        checks = {"step": _is_step(self.total_steps),
+                  "phase": lambda v: None if v in PHASES else f"one of {PHASES}",
+                  "losses": vector, "pending": vector, "consecutive": count, "history": of_type(list, "a list"),
+                  "decay_start_step": _is_step(self.total_steps), "decay_start_lr": lr,
+                  "gp_state": lambda v: None if isinstance(v, dict) and set(v) == set(GPState().to_dict()) else
+                  f"a dict with keys {sorted(GPState().to_dict())}",
+                  "rng": of_type(dict, "a dict (numpy bit generator state)"),
+                  "snapshots": of_type((list, tuple, deque), "a list")}
+        if self.variant == "official":
+            checks["official"] = official
+        return checks
 
     def _gather_local_pending(self) -> torch.Tensor:
         """This rank's losses of the unfinished epoch, on the host (a sync, but only when checkpointing)."""
@@ -369,18 +698,57 @@ class AutoWU(StepScheduler):
         return buf.cpu() if buf is not None else torch.empty(0)
 
 
+def _stack(items: list) -> torch.Tensor:
+    """Losses (0-d tensors and floats) as one vector on the device of the first tensor, in float64 so that a huge
+    finite loss (1e300) stays finite (float32 on MPS, which has no float64)."""
+    device = next((x.device for x in items if isinstance(x, torch.Tensor)), torch.device("cpu"))
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    return torch.stack([x.to(device=device, dtype=dtype) if isinstance(x, torch.Tensor)
+                        else torch.tensor(x, dtype=dtype, device=device) for x in items])
+
+
+TIMM_HINT = ("timm users: call scheduler.step_update(num_updates, metric=loss) after every optimizer update; "
+             "step(epoch, metric) at epoch ends is then ignored")
+
+
 def _detach_loss(loss: Any) -> Any:
+    """The step's loss, checked (without reading a tensor on the host): a float or a 0-d floating tensor."""
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(f"AutoWU.step(loss) needs a scalar loss, got a tensor of shape {tuple(loss.shape)}; "
                              "pass the mean loss of the optimizer step")
+        if not loss.is_floating_point():
+            raise ValueError(f"AutoWU.step(loss) needs a floating-point loss, got a {loss.dtype} tensor; "
+                             + (TIMM_HINT if not loss.is_complex() else "pass the real-valued loss"))
+        if loss.device.type == "meta":
+            raise ValueError("AutoWU.step(loss) got a tensor on the 'meta' device, which holds no value; pass the "
+                             "loss computed on a real device")
         return loss.detach().reshape(())
-    if loss is None:
-        raise ValueError("AutoWU.step() needs the loss of the optimizer step just taken: call scheduler.step(loss)")
-    try:
+    if isinstance(loss, (bool, numbers.Integral)):
+        raise ValueError(f"AutoWU.step({loss!r}): an {type(loss).__name__} is not a loss; pass the float loss of "
+                         f"the optimizer step ({TIMM_HINT})")
+    if isinstance(loss, numbers.Real):
         return float(loss)
-    except (TypeError, ValueError):
-        raise ValueError(f"AutoWU.step(loss) needs a float or a 0-d tensor, got {type(loss).__name__}") from None
+    kind = "a complex number" if isinstance(loss, numbers.Complex) else type(loss).__name__
+    raise ValueError(f"AutoWU.step(loss) needs a float or a 0-d floating tensor, got {kind} ({loss!r:.40}); "
+                     "pass the loss of the optimizer step, e.g. scheduler.step(loss)")
+
+
+def _refuse_wrappers() -> None:
+    """``step()`` without a loss from inside SequentialLR / ChainedScheduler: say what to do instead."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(6):
+            frame = frame.f_back if frame is not None else None
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(owner, (torch.optim.lr_scheduler.SequentialLR, torch.optim.lr_scheduler.ChainedScheduler)):
+                raise TypeError(f"AutoWU cannot run inside {type(owner).__name__}: it needs the loss at every step, "
+                                "which that wrapper does not pass, and it decides its own phases. Use AutoWU alone "
+                                "(its decay options: immediate_cooldown, cooldown_fraction, cooldown_type, "
+                                "decay_phase_stat), or step each scheduler yourself: scheduler.step(loss), then the "
+                                "other's step()")
+    finally:
+        del frame
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -6,6 +6,7 @@ schedule's state is a step count and resuming is exact.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional
 
 from torch.optim import Optimizer
@@ -84,6 +85,9 @@ class StepScheduler(LRScheduler):
         self.last_epoch = 0  # PyTorch's name: the number of optimizer steps taken so far
         self._step_count = 1
         self._last_lr: list[float] = []
+        # torch's schedulers warn when step() comes before the first optimizer.step(); a post-step hook tells us
+        self._optimizer_stepped = _Flag()
+        self._optimizer_hook = optimizer.register_step_post_hook(self._optimizer_stepped)
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -104,9 +108,21 @@ class StepScheduler(LRScheduler):
         """Call once after each optimizer step. ``loss`` is ignored by pure schedules."""
         if epoch is not None:
             raise ValueError("step(epoch=...) is not supported: the schedule counts optimizer steps itself")
+        self._warn_if_before_optimizer_step()
         self.last_epoch += 1
         self._step_count += 1
         self._apply_lr(self.lr_at(self.last_epoch))
+
+    def _warn_if_before_optimizer_step(self) -> None:
+        """torch's warning, for the same mistake: the first ``scheduler.step()`` before any ``optimizer.step()``."""
+        if self._step_count == 1 and self.last_epoch == 0 and not self._optimizer_stepped.seen:
+            warnings.warn("Detected call of `lr_scheduler.step()` before `optimizer.step()`. Call them in the order "
+                          "`optimizer.step()`, then `scheduler.step(loss)`: the scheduler's step records the loss "
+                          "of the optimizer step just taken and sets the LR of the next one.", UserWarning,
+                          stacklevel=3)
+        if self._optimizer_hook is not None:
+            self._optimizer_hook.remove()
+            self._optimizer_hook = None
 
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
@@ -128,6 +144,7 @@ class StepScheduler(LRScheduler):
         return {"config": self._config(), "step": self.last_epoch}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        _check_state(state_dict, {"step": _is_step(self.total_steps)}, type(self).__name__)
         _check_config(self._config(), state_dict.get("config", {}))
         self.last_epoch = int(state_dict["step"])
         self._step_count = self.last_epoch + 1
@@ -198,6 +215,48 @@ def _check_fraction(name: str, value: Any, allow_zero: bool = False) -> None:
     if not (low_ok and value <= 1 if allow_zero else low_ok and value < 1):
         interval = "[0, 1]" if allow_zero else "(0, 1)"
         raise ValueError(f"{name}={value!r} must be in {interval}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and not (isinstance(value, int) and value in (0, 1)):
+        raise ValueError(f"{name}={value!r} must be True or False")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+        raise ValueError(f"{name}={value!r} must be one of {choices}")
+
+
+class _Flag:
+    """A picklable optimizer post-step hook that remembers that the optimizer stepped."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, *_: Any) -> None:
+        self.seen = True
+
+
+def _is_step(total_steps: int):
+    def check(v: Any) -> Optional[str]:
+        ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= total_steps
+        return None if ok else f"an integer in [0, {total_steps}] (the optimizer steps taken)"
+    return check
+
+
+def _check_state(state_dict: Any, checks: dict, owner: str) -> None:
+    """A scheduler state dict: each key present and its value as ``checks[key]`` wants (a function returning None
+    or what was expected). One message naming the key."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"cannot load {owner} state: expected the dict returned by state_dict(), got "
+                         f"{type(state_dict).__name__}")
+    for key, check in checks.items():
+        if key not in state_dict:
+            raise ValueError(f"cannot load {owner} state: key {key!r} is missing (keys present: "
+                             f"{sorted(map(str, state_dict))}); pass the dict returned by {owner}.state_dict()")
+        wanted = check(state_dict[key])
+        if wanted is not None:
+            raise ValueError(f"cannot load {owner} state: {key!r} is {state_dict[key]!r:.80}, expected {wanted}")
 
 
 def _check_config(mine: dict, theirs: dict) -> None:
