@@ -183,7 +183,9 @@ def posterior_min_test(phi_data: np.ndarray, y: np.ndarray, phi_grid: np.ndarray
     mean_diff = f_mean - f_mean[:, -1:]  # E[f(x) - f(1)]
     z = torch.from_numpy(-mean_diff / np.sqrt(np.maximum(var_diff, 0.0) + DIFF_JITTER))
     prob = torch.special.ndtr(z).numpy()  # P(f(x) - f(1) < 0)
-    return prob.max(axis=1), f_mean.argmin(axis=1)
+    # x = 1 itself is left out: P(f(1) < f(1)) = 0, not the 0.5 the jitter would give it (the official code
+    # compares the earlier points with the last one only)
+    return prob[:, :-1].max(axis=1), f_mean.argmin(axis=1)
 
 
 @dataclass

@@ -303,12 +303,13 @@ class AutoWU(StepScheduler):
             raise ValueError("step(epoch=...) is not supported: AutoWU counts optimizer steps itself")
         if loss is None:
             loss = metrics
+        if loss is None or isinstance(loss, numbers.Integral):
+            _refuse_wrappers()  # SequentialLR / ChainedScheduler call step() or step(0)
         if self._is_timm_epoch_call(loss, metric):
             return
         if metric is not None:
             raise ValueError(f"AutoWU.step(loss, metric={metric!r}): pass the step's loss only, scheduler.step(loss)")
         if loss is None:
-            _refuse_wrappers()
             raise ValueError("AutoWU.step() needs the loss of the optimizer step just taken: call "
                              "scheduler.step(loss)")
         loss = _detach_loss(loss)
@@ -529,10 +530,10 @@ class AutoWU(StepScheduler):
         self._lr = lr
         if self.warmup_only:  # the official ablation: the LR is reset, the warmup goes on
             return
+        self.phase = "decay"
         if self.decay == "cosine":
             self._start_final(t)
             return
-        self.phase = "decay"
         self._sched = ({"kind": "plateau", "n": 0, "best": math.inf, "bad": 0} if self.decay_phase_stat == "loss"
                        else {"kind": "factor", "n": 0})
         self._stats = []

@@ -151,38 +151,6 @@ def test_param_groups_keep_ratio_to_first_group():
         s.step(1.0)
 
 
-def test_official_readme_snippet_runs_unchanged():
-    # the official README's usage, verbatim apart from the data set-up
-    device = torch.device("cpu")
-    model = torch.nn.Linear(4, 1)
-    train_loader = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(5)]
-    loss_fn = torch.nn.MSELoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    total_epochs = 4
-    scheduler = AutoWU(optimizer,
-                       len(train_loader),  # the number of steps in one epoch
-                       total_epochs,  # total number of epochs
-                       immediate_cooldown=True,
-                       cooldown_type='cosine',
-                       device=device)
-    for _ in range(total_epochs):
-        for inputs, targets in train_loader:
-            loss = loss_fn(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            scheduler.step(loss)
-    assert scheduler.decay == "cosine" and scheduler.phase == "final"  # the official phase name
-    scheduler = AutoWU(optimizer,
-                       len(train_loader),  # the number of steps in one epoch
-                       total_epochs,  # total number of epochs
-                       immediate_cooldown=False,
-                       cooldown_type='cosine',
-                       cooldown_fraction=0.2,  # fraction of cosine decay at the end
-                       device=device)
-    assert scheduler.decay == "const-cosine" and scheduler.cooldown_steps == 4
-
-
 def test_step_accepts_metrics_keyword_and_is_an_lr_scheduler():
     s = AutoWU(make_opt(), 10, 20)
     s.step(metrics=torch.tensor(1.0))

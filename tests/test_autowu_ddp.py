@@ -27,7 +27,7 @@ for t in range(2000):
         s.load_state_dict(state[0])
     lr = s.get_last_lr()[0]
     lrs.append(lr)
-    loss = (math.log10(lr) + 2) ** 2 + 0.5 * rank + 0.4 * rng.standard_normal()
+    loss = (math.log10(max(lr, 1e-12)) + 2) ** 2 + 0.5 * rank + 0.4 * rng.standard_normal()
     s.step(torch.tensor(loss))
 json.dump({"lrs": lrs, "history": s.history}, open(out + f".{mode}.{rank}.json", "w"))
 dist.destroy_process_group()
