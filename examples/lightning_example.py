@@ -3,32 +3,32 @@
     python examples/lightning_example.py --output runs/lightning                # CPU, synthetic data, ~10 s
     python examples/lightning_example.py --output runs/lightning --resume last  # continue from last.ckpt
 
-The recipe is ``LitClassifier.configure_optimizers`` below:
+The recipe is ``LitClassifier`` below:
 
-    scheduler = AutoWU(optimizer, steps_per_epoch, total_epochs, ...)
-    return {"optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1,
-                             "reduce_on_plateau": True, "monitor": "train_loss"}}
+    def training_step(self, batch, batch_idx):
+        loss = ...
+        self._micro_losses.append(loss.detach())      # every micro-batch of the optimizer step
+        return loss
 
-and, in ``training_step``, ``self.log("train_loss", loss, on_step=True, on_epoch=False)``. Why each key:
-  * ``interval: "step"`` - AutoWU changes the LR after every optimizer step (Lightning skips accumulation
-    micro-batches, so ``accumulate_grad_batches`` needs nothing more; ``steps_per_epoch`` counts optimizer steps);
-  * ``reduce_on_plateau: True`` - only then does Lightning pass the monitored metric: it calls
-    ``scheduler.step(trainer.callback_metrics["train_loss"])``; without it AutoWU would get no loss and says so;
-  * ``monitor: "train_loss"`` - the per-step training loss, which the module logs with ``on_step=True``.
-AutoWU is a ``torch.optim.lr_scheduler.LRScheduler`` with ``state_dict``/``load_state_dict``, so Lightning accepts it
-without an ``lr_scheduler_step`` override and stores its state in every checkpoint (``checkpoint["lr_schedulers"]``):
-a resumed run continues the same LR trajectory, and a warmup decision already taken is not taken again.
-Give the scheduler the same ``total_epochs`` on resume (AutoWU refuses a state made for another schedule).
+    def lr_scheduler_step(self, scheduler, metric):   # Lightning calls it after each optimizer step
+        scheduler.step(torch.stack(self._micro_losses).mean())
+        self._micro_losses.clear()
 
-Checkpoints: Lightning steps a ``reduce_on_plateau`` scheduler after ``on_train_batch_end`` and after validation, so
-a checkpoint written from those hooks (``ModelCheckpoint(every_n_train_steps=...)``, or one written at validation
-end) holds the scheduler one step behind the optimizer (checked with pytorch-lightning 2.6 for
-every_n_train_steps: tests/test_examples.py). The default epoch-end
-checkpoint used here is exact. For mid-epoch checkpoints, step AutoWU as a plain per-step scheduler instead:
-keep ``loss.detach()`` in ``training_step`` as ``self._step_loss``, return only ``{"scheduler": scheduler,
-"interval": "step"}``, and override ``def lr_scheduler_step(self, scheduler, metric): scheduler.step(self._step_loss)``;
-Lightning runs that before ``on_train_batch_end``.
+    def configure_optimizers(self):
+        scheduler = AutoWU(optimizer, steps_per_epoch, total_epochs, ...)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+Why: AutoWU needs, once per optimizer step, the loss of that step. With ``accumulate_grad_batches=k`` an optimizer
+step is k micro-batches and its loss is their mean; Lightning's own way to hand a scheduler a value
+(``reduce_on_plateau: True`` with ``monitor``) passes the metric logged last, the last micro-batch's loss. The
+override also runs before ``on_train_batch_end``, so checkpoints written there (``ModelCheckpoint(
+every_n_train_steps=...)``) hold the scheduler at the optimizer's step. ``interval: "step"``: AutoWU changes the LR
+after every optimizer step; ``steps_per_epoch`` counts optimizer steps (``ceil(batches / k)``: Lightning also steps
+on an epoch's last, incomplete accumulation).
+AutoWU is a ``torch.optim.lr_scheduler.LRScheduler`` with ``state_dict``/``load_state_dict``, so Lightning stores
+its state in every checkpoint (``checkpoint["lr_schedulers"]``): a resumed run continues the same LR trajectory, and
+a warmup decision already taken is not taken again. Give the scheduler the same ``total_epochs`` on resume (AutoWU
+refuses a state made for another schedule).
 """
 from __future__ import annotations
 
@@ -68,21 +68,26 @@ class LitClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model()
+        self._micro_losses: list[torch.Tensor] = []  # the losses of the current optimizer step's micro-batches
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self.model(x), y)
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)  # AutoWU's metric, every step
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self._micro_losses.append(loss.detach())  # no host sync: AutoWU reads losses at epoch ends only
         return loss
+
+    def lr_scheduler_step(self, scheduler, metric):
+        """After each optimizer step: AutoWU gets the mean loss of that step's micro-batches."""
+        scheduler.step(torch.stack(self._micro_losses).mean())
+        self._micro_losses.clear()
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(param_groups(self.model), lr=1.0)  # group 0's LR is set by AutoWU
         scheduler = AutoWU(optimizer, self.hparams.steps_per_epoch, self.hparams.total_epochs,
                            immediate_cooldown=True, cooldown_type="cosine",
                            rho_w=self.hparams.rho_w, seed=self.hparams.seed)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1,
-                                 "reduce_on_plateau": True, "monitor": "train_loss"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class AutoWUReport(pl.Callback):
@@ -113,12 +118,13 @@ def make_loader(args: argparse.Namespace) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=False)
 
 
-def run(args: argparse.Namespace, callbacks: tuple = ()) -> tuple[pl.Trainer, AutoWUReport]:
-    """Train (or resume) and return the trainer and the LR record."""
+def run(args: argparse.Namespace, callbacks: tuple = (), module_cls: type = LitClassifier
+        ) -> tuple[pl.Trainer, AutoWUReport]:
+    """Train (or resume) ``module_cls`` and return the trainer and the LR record."""
     pl.seed_everything(args.seed, verbose=False)
     loader = make_loader(args)
     steps_per_epoch = math.ceil(len(loader) / args.accum)  # optimizer steps (Lightning steps on the last batch too)
-    module = LitClassifier(steps_per_epoch, args.epochs, rho_w=args.rho_w, seed=args.seed)
+    module = module_cls(steps_per_epoch, args.epochs, rho_w=args.rho_w, seed=args.seed)
     report = AutoWUReport()
     ckpt_dir = os.path.join(args.output, "checkpoints")
     trainer = pl.Trainer(
