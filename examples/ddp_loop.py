@@ -37,7 +37,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=12, help="optimizer steps per epoch")
     p.add_argument("--batch-size", type=int, default=64, help="GLOBAL batch: examples per optimizer step")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per rank per optimizer step")
-    p.add_argument("--rho-w", type=float, default=0.5, help="AutoWU's longest warmup, as a fraction of the run")
+    p.add_argument("--rho-w", type=float, default=0.6,
+                   help="AutoWU's longest warmup, as a fraction of the run (0.6: the loss minimum of this toy "
+                        "problem comes late)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="rank r writes its per-step LR/loss and switch to JSON.rankR")

@@ -373,3 +373,21 @@ def test_sequential_and_chained_schedulers_are_refused_with_advice():
     chained = torch.optim.lr_scheduler.ChainedScheduler([AutoWU(opt, 5, 4), torch.optim.lr_scheduler.ConstantLR(opt)])
     with pytest.raises(TypeError, match="inside ChainedScheduler.*scheduler.step\\(loss\\)"):
         chained.step()
+
+
+@pytest.mark.parametrize("name, stop", [("decay_phase_stat_loss_cap", 123), ("warmup_unit_epoch", 42),
+                                        ("half_cosine", 170), ("warmup_only", 97)])
+def test_official_variant_resumes_exactly(name, stop, tmp_path):
+    """Mid decay-epoch with pending plateau losses, mid warmup epoch, inside the half cosine, after a warmup_only
+    reset: a state saved, loaded with torch.load(weights_only=True) into a fresh scheduler, continues identically."""
+    case = CASES[name]
+    _, ref, _ = replay(case)
+    a, _, _ = replay(case, stop)
+    torch.save(a.state_dict(), tmp_path / "s.pt")
+    b = AutoWU(make_opt(), case["steps_per_epoch"], case["total_epochs"], **case["kwargs"])
+    b.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    lrs = [b.get_last_lr()[0]]
+    for v in loss_values(case)[stop:]:
+        b.step(torch.tensor(v, dtype=torch.float32))
+        lrs.append(b.get_last_lr()[0])
+    assert lrs == ref[stop:]
