@@ -147,6 +147,10 @@ class AutoWU(StepScheduler):
                  lengthscale: float = 0.2, fit_steps: int = 100, fit_lr: float = 0.01, seed: int = 0,
                  rollback: bool = False, model: Optional[nn.Module] = None, process_group: Any = None):
         super().__init__(optimizer, steps_per_epoch, total_epochs)
+        # an error names the argument as the caller gave it
+        n_min, n_max = ("min_lr", "eta_min")[eta_min is not None], ("max_lr", "eta_max")[eta_max is not None]
+        n_rho, n_warmup = ("max_warmup_fraction", "rho_w")[rho_w is not None], ("warmup_type", "warmup")[
+            warmup is not None]
         eta_min = min_lr if eta_min is None else eta_min
         eta_max = max_lr if eta_max is None else eta_max
         rho_w = max_warmup_fraction if rho_w is None else rho_w
@@ -172,12 +176,12 @@ class AutoWU(StepScheduler):
                     raise ValueError(f"{name}={value!r} is an option of the official code that the paper does not "
                                      f"have; use variant='official' (the default) or leave {name} at {default!r}")
         _check_fraction("cooldown_fraction", cooldown_fraction, allow_zero=True)
-        _check_positive("eta_min (min_lr)", eta_min)
-        _check_positive("eta_max (max_lr)", eta_max)
+        _check_positive(n_min, eta_min)
+        _check_positive(n_max, eta_max)
         if eta_max <= eta_min:
-            raise ValueError(f"eta_max (max_lr)={eta_max} must be greater than eta_min (min_lr)={eta_min}")
-        _check_fraction("rho_w (max_warmup_fraction)", rho_w)
-        _check_choice("warmup (warmup_type)", warmup, WARMUPS)
+            raise ValueError(f"{n_max}={eta_max} must be greater than {n_min}={eta_min}")
+        _check_fraction(n_rho, rho_w)
+        _check_choice(n_warmup, warmup, WARMUPS)
         for name, value in (("n_test", n_test), ("patience", patience), ("fit_subset", fit_subset),
                             ("test_subset", test_subset), ("grid_size", grid_size), ("fit_steps", fit_steps)):
             _check_int(name, value, 1 if name != "grid_size" else 2)
@@ -189,12 +193,12 @@ class AutoWU(StepScheduler):
             raise ValueError("rollback=True needs model=<the nn.Module being trained> to snapshot and restore")
         self.warmup_steps = int(math.floor(rho_w * self.total_steps))
         if self.warmup_steps < 1:
-            raise ValueError(f"rho_w * total steps = {rho_w} * {self.total_steps} < 1: no warmup step; increase "
-                             "rho_w (max_warmup_fraction) or the number of epochs")
+            raise ValueError(f"{n_rho} * total steps = {rho_w} * {self.total_steps} < 1: no warmup step; increase "
+                             f"{n_rho} or the number of epochs")
         self.warmup_epochs = int(math.floor(rho_w * self.total_epochs))
         if warmup_unit == "epoch" and self.warmup_epochs < 1:
-            raise ValueError(f"warmup_unit='epoch' with rho_w * total_epochs = {rho_w} * {self.total_epochs} < 1: "
-                             "no warmup epoch; increase rho_w (max_warmup_fraction) or the number of epochs")
+            raise ValueError(f"warmup_unit='epoch' with {n_rho} * total_epochs = {rho_w} * {self.total_epochs} < 1: "
+                             f"no warmup epoch; increase {n_rho} or the number of epochs")
         self.variant, self.decay, self.warmup, self.cooldown_fraction = variant, decay, warmup, float(cooldown_fraction)
         self.warmup_unit, self.warmup_only, self.cooldown_type = warmup_unit, bool(warmup_only), cooldown_type
         self.decay_phase_stat, self.decay_phase_factor = decay_phase_stat, float(decay_phase_factor)

@@ -391,3 +391,14 @@ def test_official_variant_resumes_exactly(name, stop, tmp_path):
         b.step(torch.tensor(v, dtype=torch.float32))
         lrs.append(b.get_last_lr()[0])
     assert lrs == ref[stop:]
+
+
+def test_errors_name_the_argument_as_it_was_given():
+    with pytest.raises(ValueError, match=r"^max_warmup_fraction=1.5 must be in \(0, 1\)"):
+        AutoWU(make_opt(), 10, 10, max_warmup_fraction=1.5)
+    with pytest.raises(ValueError, match=r"^rho_w=1.5 must be in \(0, 1\)"):
+        AutoWU(make_opt(), 10, 10, rho_w=1.5)
+    with pytest.raises(ValueError, match="^max_lr=1e-06 must be greater than min_lr=1e-05"):
+        AutoWU(make_opt(), 10, 10, max_lr=1e-6)
+    with pytest.raises(ValueError, match="^eta_min=-1"):
+        AutoWU(make_opt(), 10, 10, eta_min=-1.0)
