@@ -122,3 +122,20 @@ def test_train_flags_reach_the_scheduler():
     kw = scheduler_kwargs(args)
     assert (kw["max_overshoot"], kw["test_every"]) == (None, 4)
     assert AutoWU(make_opt(), 10, 20, **kw).test_every == 4
+
+
+def test_benchmark_amortises_the_test_over_test_every_steps():
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("bench_throughput", ROOT / "scripts" / "bench_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.get_args_parser().parse_args(["--sched", "autowu-cos", "--epochs", "8", "--autowu-test-every", "3",
+                                               "--lr", "0.1"])
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cost = bench.scheduler_cost(args, opt, model, steps_per_epoch=12, device=torch.device("cpu"))
+    assert cost["test_every"] == 3 and cost["tests"] == 3 * 12 // 3  # 3 epochs of 12 steps, a test every 3
+    assert cost["amortized_us"] == pytest.approx(cost["step_us"] + (1e3 * cost["test_step_ms"] - cost["step_us"]) / 3)
+    assert 1e3 * cost["test_step_ms"] > cost["step_us"]  # the test steps carry the GP test

@@ -1,0 +1,374 @@
+#!/usr/bin/env python
+"""Choose AutoWU's GP-test cadence by measurement (beyond the paper; results/cadence.md).
+
+    python scripts/cadence_study.py                       # all curves -> results/cadence_study.json + the figure
+    python scripts/cadence_study.py --reps 2 --patience 3  # a quick look
+    python scripts/cadence_study.py --import-recorded /work/runs/cadence/record   # copy recorded warmups first
+
+The real ``autowu.AutoWU`` (its GP test, patience rule and cadence) is fed loss curves step by step, for every setting
+of the grid ``patience x max_overshoot`` (the cadence ``test_every`` is the largest ``k`` with
+``gamma^(patience*k) <= max_overshoot``; ``paper`` = one test per epoch) and every curve:
+
+* **still decreasing** (the minimum is not reached within the curve): synthetic long noisy curves (a slow quadratic
+  approach to a minimum beyond the end, and an exponential plateau), and the recorded Fashion-MNIST warmups cut where
+  the LR is 3x below the LR of their minimum. Any switch is a false switch.
+* **U-shaped**: synthetic (minimum at 60 % / 75 % of the warmup, slow / fast rise after it) and the recorded warmups
+  in full. Reported: switches before the minimum (false), the overshoot at the switch (the LR when the switch happens
+  over the LR at the true minimum: ``gamma^(switch step - true argmin)``, the damage Appendix D describes) and the
+  error of the LR the decay starts from (``eta_t* / LR at the true minimum``).
+
+Recorded warmups (``results/cadence/warmups/*.csv``: step, lr, loss) come from short real ``train.py`` runs: a full
+exponential warmup that never switches (commands in results/cadence.md). Their true minimum is the argmin of the loss
+smoothed by a centred moving average over one epoch (at least 3 steps). Synthetic curves use the same ``gamma`` as the
+32-epoch table at batch 1K (256 warmup steps, 16 steps per epoch).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core per worker
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import multiprocessing  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from autowu import AutoWU  # noqa: E402
+
+WARMUPS_DIR = os.path.join(ROOT, "results", "cadence", "warmups")
+EPOCHS, RHO_W = 32, 0.5  # the 32-epoch table: W = 16 epochs of warmup
+PAPER = "paper"
+
+
+@dataclass
+class Curve:
+    name: str
+    kind: str                # "decreasing" or "u"
+    source: str              # "synthetic" or "recorded"
+    losses: np.ndarray       # L_0 .. L_{n-1} of the warmup (NaN where non-finite)
+    steps_per_epoch: int
+    warmup_steps: int        # W: the LR is eta_min * gamma^t with gamma = 1e5^(1/W)
+    t_min: Optional[float]   # the true argmin (U-shaped curves)
+
+
+# -- curves ---------------------------------------------------------------------------------------------------------
+def synthetic_curves(reps: int, warmup_steps: int = 256, steps_per_epoch: int = 16) -> list[Curve]:
+    """Losses over x = t / W (log-LR is linear in x): start 2.3, minimum 0.5, Gaussian noise sigma per step."""
+    x = np.arange(warmup_steps) / warmup_steps
+    top, bottom = 2.3, 0.5
+    out = []
+    for sigma in (0.03, 0.1):
+        shapes = {}
+        for x_star in (0.6, 0.75):  # U: convex descent to the minimum, then a rise of `top - bottom` over `width`
+            for rise, width in (("slow", 0.25), ("fast", 0.05)):
+                down = bottom + (top - bottom) * np.clip((x_star - x) / x_star, 0, None) ** 2
+                up = (top - bottom) * (np.clip(x - x_star, 0, None) / width) ** 2
+                shapes[f"u_min{x_star:g}_{rise}"] = ("u", down + up, x_star * warmup_steps)
+        # still decreasing: a quadratic approach to a minimum at x = 1.25, and an exponential plateau
+        shapes["dec_quad"] = ("decreasing", bottom + (top - bottom) * ((1.25 - x) / 1.25) ** 2, None)
+        shapes["dec_plateau"] = ("decreasing", bottom + (top - bottom) * np.exp(-x / 0.15), None)
+        for name, (kind, mean, t_min) in shapes.items():
+            for rep in range(reps):
+                rng = np.random.default_rng([rep, int(sigma * 1000), len(out)])
+                out.append(Curve(f"{name}_s{sigma:g}_r{rep}", kind, "synthetic",
+                                 mean + sigma * rng.standard_normal(warmup_steps), steps_per_epoch, warmup_steps,
+                                 t_min))
+    return out
+
+
+def read_warmup(path: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    lr = np.array([float(r["lr"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    loss[~np.isfinite(loss)] = np.nan
+    return lr, loss
+
+
+def recorded_curves(directory: str = WARMUPS_DIR) -> list[Curve]:
+    """Each recorded warmup in full (U-shaped) and cut 3x below its minimum's LR (still decreasing)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.csv"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        lr, loss = read_warmup(path)
+        with open(path.replace(".csv", ".json")) as f:
+            meta = json.load(f)
+        spe, warmup = int(meta["steps_per_epoch"]), int(meta["warmup_steps"])
+        gamma = 1e5 ** (1.0 / warmup)
+        t_min = float(true_argmin(loss, spe))
+        out.append(Curve(name, "u", "recorded", loss, spe, warmup, t_min))
+        cut = int(t_min - math.log(3.0) / math.log(gamma))
+        if cut >= 8:
+            out.append(Curve(f"{name}_cut", "decreasing", "recorded", loss[:cut], spe, warmup, None))
+    return out
+
+
+def true_argmin(loss: np.ndarray, steps_per_epoch: int) -> int:
+    """Argmin of the loss smoothed by a centred moving average over one epoch (>= 3 steps; NaN = +inf)."""
+    w = max(3, steps_per_epoch)
+    y = np.where(np.isfinite(loss), loss, np.inf)
+    smooth = np.array([np.mean(y[max(0, i - w // 2):i + w // 2 + 1]) for i in range(y.size)])
+    return int(np.argmin(smooth))
+
+
+# -- one simulated warmup ------------------------------------------------------------------------------------------
+def simulate(curve: Curve, patience: int, overshoot, confidence: float, seed: int) -> dict:
+    """Feed ``curve`` to AutoWU; return where and how it switched (None: no switch within the curve)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    kw = {} if overshoot == PAPER else {"max_overshoot": float(overshoot)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_overshoot below gamma^patience: every step (recorded as test_every)
+        sched = AutoWU(opt, curve.steps_per_epoch, EPOCHS, rho_w=RHO_W, patience=patience, confidence=confidence,
+                       seed=seed, **kw)
+    assert sched.warmup_steps == curve.warmup_steps, (curve.name, sched.warmup_steps)
+    n = curve.warmup_steps if curve.kind == "u" else curve.losses.size  # a U curve that ended early: NaN after
+    losses = np.full(n, np.nan)
+    losses[:min(n, curve.losses.size)] = curve.losses[:n]
+    t0 = time.perf_counter()
+    for loss in losses:
+        sched.step(float(loss))
+        if sched.phase != "warmup":
+            break
+    tests = sum(1 for h in sched.history if h["type"] == "test")
+    out = {"curve": curve.name, "kind": curve.kind, "source": curve.source, "patience": patience,
+           "overshoot": overshoot, "confidence": confidence, "seed": seed, "test_every": sched.test_every,
+           "tests": tests, "seconds": time.perf_counter() - t0, "switch": None}
+    sw = sched.switch
+    if sw is not None:
+        out["switch"] = {"step": sw["step"], "t_star": sw["t_star"], "reason": sw["reason"]}
+        if curve.t_min is not None:
+            log_gamma = math.log(sched.gamma)
+            out["overshoot_at_switch"] = math.exp(log_gamma * (sw["step"] - curve.t_min))
+            out["lr_error"] = math.exp(log_gamma * (sw["t_star"] - curve.t_min))
+    return out
+
+
+def _simulate(job):
+    return simulate(*job)
+
+
+# -- aggregation, choice, figure --------------------------------------------------------------------------------------
+def summarize(records: list[dict]) -> list[dict]:
+    """Per (patience, overshoot, confidence, source): false-switch rate, overshoot at the switch, LR error, tests."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["patience"], str(r["overshoot"]), r["confidence"], r["source"]), []).append(r)
+    rows = []
+    for (p, m, c, source), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]), kv[0][2:])):
+        dec = [r for r in rs if r["kind"] == "decreasing"]
+        u = [r for r in rs if r["kind"] == "u"]
+        false_dec = [r["switch"] is not None and r["switch"]["reason"] == "gp-test" for r in dec]
+        early = [r["switch"] is not None and r["overshoot_at_switch"] < 1.0 for r in u]
+        detected = [r for r in u if r["switch"] is not None and r["switch"]["reason"] == "gp-test"
+                    and r["overshoot_at_switch"] >= 1.0]
+        over = np.array([r["overshoot_at_switch"] for r in u if r["switch"] is not None])
+        err = np.array([abs(math.log10(r["lr_error"])) for r in u if r["switch"] is not None])
+        rows.append({
+            "patience": p, "max_overshoot": m, "confidence": c, "source": source,
+            "test_every": sorted({r["test_every"] for r in rs}),
+            "n_decreasing": len(dec), "false_switch_decreasing": float(np.mean(false_dec)) if dec else None,
+            "n_u": len(u), "early_switch_u": float(np.mean(early)) if u else None,
+            "false_switch": float(np.mean(false_dec + early)) if dec or u else None,
+            "detected_by_test_u": len(detected) / len(u) if u else None,
+            "overshoot_median": float(np.median(over)) if over.size else None,
+            "overshoot_p90": float(np.quantile(over, 0.9)) if over.size else None,
+            "lr_error_log10_median": float(np.median(err)) if err.size else None,
+            "tests_per_run": float(np.mean([r["tests"] for r in rs])),
+        })
+    return rows
+
+
+def _key(r: dict) -> tuple:
+    return r["curve"], r["patience"], str(r["overshoot"]), r["confidence"], r["seed"]
+
+
+def _order(m: str) -> float:
+    return math.inf if m == PAPER else float(m)
+
+
+def choose(rows: list[dict], tolerance: float = 0.02) -> Optional[dict]:
+    """Lowest median overshoot (pooled over sources) among settings whose false-switch rate, on synthetic and on
+    recorded curves each, is at most the paper's setting's (patience 3, one test per epoch) + ``tolerance``."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["patience"], r["max_overshoot"], r["confidence"]), {})[r["source"]] = r
+    ref = by.get((3, PAPER, 0.95))
+    if ref is None:
+        return None
+    ok = []
+    for key, srcs in by.items():
+        if all(s in srcs and srcs[s]["false_switch"] is not None and ref[s]["false_switch"] is not None
+               and srcs[s]["false_switch"] <= ref[s]["false_switch"] + tolerance for s in ref):
+            over = [srcs[s]["overshoot_median"] for s in srcs if srcs[s]["overshoot_median"] is not None]
+            ok.append((float(np.exp(np.mean(np.log(over)))), key))
+    if not ok:
+        return None
+    score, (p, m, c) = min(ok)
+    return {"patience": p, "max_overshoot": m, "confidence": c, "overshoot_geomean": score,
+            "rule": f"lowest median overshoot with false switches <= the paper's + {tolerance:g}"}
+
+
+def plot(rows: list[dict], path: str, choice: Optional[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    ms = sorted({r["max_overshoot"] for r in rows}, key=_order)
+    xs = {m: i for i, m in enumerate(ms)}
+    colors = {2: "tab:orange", 3: "tab:blue", 4: "tab:purple", 5: "tab:green", 8: "tab:red"}
+    panels = (("false_switch", "false switches (share of runs)", False),
+              ("overshoot_median", "LR at switch / LR at true min (median)", True),
+              ("lr_error_log10_median", "|log10(eta_t* / LR at true min)| (median)", False))
+    for ax, (key, label, logy) in zip(axes, panels):
+        for (p, c, source) in sorted({(r["patience"], r["confidence"], r["source"]) for r in rows}):
+            sel = sorted((r for r in rows if (r["patience"], r["confidence"], r["source"]) == (p, c, source)
+                          and r[key] is not None), key=lambda r: _order(r["max_overshoot"]))
+            if not sel:
+                continue
+            ax.plot([xs[r["max_overshoot"]] for r in sel], [r[key] for r in sel],
+                    marker="o" if source == "synthetic" else "s", ls="-" if source == "synthetic" else "--",
+                    color=colors.get(p, "k"), alpha=1.0 if c == 0.95 else 0.5,
+                    label=f"p={p}{'' if c == 0.95 else f' c={c}'} {source}")
+        if choice is not None and key == "overshoot_median":
+            ax.axvline(xs[choice["max_overshoot"]], color="gray", lw=0.8, ls=":")
+        ax.set_xticks(range(len(ms)), [m if m == PAPER else f"{float(m):g}" for m in ms])
+        ax.set_xlabel("max_overshoot (cadence: largest k with gamma^(p k) <= it); paper = 1 test/epoch")
+        ax.set_ylabel(label)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    title = "AutoWU test cadence: false switches vs overshoot (synthetic: solid; recorded Fashion-MNIST: dashed)"
+    if choice:
+        title += f"\nrecommended: patience {choice['patience']}, max_overshoot {choice['max_overshoot']}"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+# -- recorded warmups: import from run directories -------------------------------------------------------------------
+def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
+    """Copy the warmup part of each run's steps.csv (step, lr, loss) with its batch/optimizer/schedule facts."""
+    import yaml
+    os.makedirs(out_dir, exist_ok=True)
+    for run in sorted(glob.glob(os.path.join(run_root, "*", "steps.csv"))):
+        rundir = os.path.dirname(run)
+        name = os.path.basename(rundir)
+        with open(os.path.join(rundir, "args.yaml")) as f:
+            args = yaml.safe_load(f)
+        with open(run, newline="") as f:
+            rows = list(csv.DictReader(f))
+        first_epoch = [r for r in rows if int(r["epoch"]) == 0]
+        spe = len(first_epoch)
+        warmup = int(math.floor(args["autowu_rho_w"] * spe * args["epochs"]))
+        rows = [r for r in rows if int(r["step"]) < warmup]
+        with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("step", "lr", "loss"))
+            for r in rows:
+                w.writerow((r["step"], f"{float(r['lr']):.6g}", f"{float(r['loss']):.5g}"))
+        meta = {"batch_size": args["batch_size"], "opt": args["opt"], "model": args["model"],
+                "dataset": args["dataset"], "train_subset": args["train_subset"], "seed": args["seed"],
+                "steps_per_epoch": spe, "warmup_steps": warmup, "recorded_steps": len(rows),
+                "command": "python train.py " + " ".join(json.load(open(os.path.join(rundir, "env.json")))["argv"][1:])}
+        with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        print(f"{name}: {len(rows)} of {warmup} warmup steps, {spe} steps/epoch")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=5, help="noise draws per synthetic curve shape and noise level")
+    p.add_argument("--seeds", type=int, default=3, help="AutoWU seeds (its subsampling) per recorded curve")
+    p.add_argument("--patience", type=int, nargs="+", default=[2, 3, 5])
+    p.add_argument("--max-overshoot", nargs="+", default=["1.25", "1.5", "2", "3", "5", PAPER])
+    p.add_argument("--confidence", type=float, nargs="+", default=[0.95])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-recorded", action="store_true")
+    p.add_argument("--import-recorded", metavar="RUN_ROOT", help="first copy RUN_ROOT/*/steps.csv into the fixtures")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the simulations already in --out and run only the missing ones (a grown grid or new curves)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "cadence", "study.json"))
+    p.add_argument("--figure", default=os.path.join(ROOT, "results", "figures", "cadence_tradeoff.png"))
+    args = p.parse_args()
+    for m in args.max_overshoot:
+        if m != PAPER and not (_is_float(m) and float(m) > 1):
+            print(f"error: --max-overshoot {m!r}: give numbers > 1 or '{PAPER}'", file=sys.stderr)
+            return 2
+    if args.import_recorded:
+        import_recorded(args.import_recorded)
+    curves = synthetic_curves(args.reps) + ([] if args.no_recorded else recorded_curves())
+    jobs = []
+    for curve in curves:
+        seeds = range(args.seeds) if curve.source == "recorded" else [0]
+        for pat in args.patience:
+            for m in args.max_overshoot:
+                for c in args.confidence:
+                    jobs.extend((curve, pat, m, c, s) for s in seeds)
+    done = {}
+    if args.reuse and os.path.isfile(args.out):
+        with open(args.out) as f:
+            done = {_key(r): r for r in json.load(f)["records"]}
+    wanted = {(c.name, pat, str(m), conf, s) for c, pat, m, conf, s in jobs}
+    todo = [j for j in jobs if (j[0].name, j[1], str(j[2]), j[3], j[4]) not in done]
+    print(f"{len(curves)} curves ({sum(c.source == 'recorded' for c in curves)} recorded), {len(jobs)} simulations "
+          f"({len(jobs) - len(todo)} reused)")
+    t0 = time.perf_counter()
+    if args.workers > 1:
+        with multiprocessing.Pool(args.workers) as pool:
+            records = pool.map(_simulate, todo, chunksize=4)
+    else:
+        records = [_simulate(j) for j in todo]
+    records += [r for k, r in done.items() if k in wanted]
+    rows = summarize(records)
+    choice = choose(rows)
+    secs = sum(r["seconds"] for r in records) / max(1, sum(r["tests"] for r in records))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"command": "python scripts/cadence_study.py " + " ".join(sys.argv[1:]), "summary": rows,
+                   "choice": choice, "curves": [{"name": c.name, "kind": c.kind, "source": c.source,
+                                                 "steps": int(c.losses.size), "t_min": c.t_min} for c in curves],
+                   "seconds_per_test_incl_steps": secs, "wall_s": time.perf_counter() - t0, "records": records},
+                  f, indent=None)
+    plot(rows, args.figure, choice)
+    print(f"{'p':>2} {'max_ov':>6} {'c':>5} {'source':>9} {'k':>10} {'false':>6} {'early':>6} {'detect':>6} "
+          f"{'over_med':>8} {'over_p90':>8} {'lrerr':>6} {'tests':>6}")
+    for r in rows:
+        print(f"{r['patience']:>2} {r['max_overshoot']:>6} {r['confidence']:>5} {r['source']:>9} "
+              f"{','.join(map(str, r['test_every'])):>10} {_f(r['false_switch'])} {_f(r['early_switch_u'])} "
+              f"{_f(r['detected_by_test_u'])} {_f(r['overshoot_median'], 8)} {_f(r['overshoot_p90'], 8)} "
+              f"{_f(r['lr_error_log10_median'])} {r['tests_per_run']:6.1f}")
+    print(f"choice: {choice}")
+    print(f"wrote {args.out} and {args.figure} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _f(x: Optional[float], width: int = 6) -> str:
+    return f"{'-':>{width}}" if x is None else f"{x:{width}.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
