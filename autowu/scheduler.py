@@ -68,8 +68,10 @@ class AutoWU(StepScheduler):
             cross-rank average, the all-non-finite rule, rollback snapshots) then happens per test.
             ``results/cadence.md`` measures what finer cadences cost in false switches.
         max_overshoot: beyond the paper, the same choice stated as a goal: ``test_every`` becomes the largest ``k``
-            with ``gamma^(patience * k) <= max_overshoot`` (exponential warmup only). When even ``k = 1`` exceeds
-            it (few, large warmup steps), ``k = 1`` with a warning. Give ``test_every`` or ``max_overshoot``.
+            with ``gamma^(patience * k) <= max_overshoot``, never more than ``steps_per_epoch`` (never coarser than
+            the paper; exponential warmup only). When even ``k = 1`` exceeds it (few, large warmup steps), ``k = 1``
+            with a warning. Give ``test_every`` or ``max_overshoot``. ``results/cadence.md`` recommends ``3`` (with
+            ``patience=3``): ``patience * k`` steps must outlast transient loss spikes, or they switch falsely.
     """
 
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int,
@@ -157,7 +159,8 @@ class AutoWU(StepScheduler):
         return decay_lr(step, self.decay_start_step, self.total_steps, self.decay_start_lr, self.cooldown_steps)
 
     def _cadence(self, test_every: Optional[int], max_overshoot: Optional[float]) -> int:
-        """Steps between tests: ``test_every``, or the largest ``k`` with ``gamma^(patience*k) <= max_overshoot``."""
+        """Steps between tests: ``test_every``, or the largest ``k <= steps_per_epoch`` with
+        ``gamma^(patience*k) <= max_overshoot``."""
         if test_every is not None and max_overshoot is not None:
             raise ValueError(f"test_every={test_every} and max_overshoot={max_overshoot}: give only one of them")
         if test_every is not None:
@@ -172,7 +175,7 @@ class AutoWU(StepScheduler):
             raise ValueError("max_overshoot needs warmup='exp' (a linear warmup has no fixed growth per step); "
                              "give test_every instead")
         growth = self.patience * math.log(self.gamma)  # log of the LR growth over `patience` tests 1 step apart
-        k = int(math.floor(math.log(max_overshoot) / growth * (1 + 1e-12)))
+        k = min(int(math.floor(math.log(max_overshoot) / growth * (1 + 1e-12))), self.steps_per_epoch)
         if k < 1:
             warnings.warn(f"max_overshoot={max_overshoot}: even a test every step lets the LR grow by "
                           f"gamma^patience = {math.exp(growth):.3g} (warmup of {self.warmup_steps} steps); testing "

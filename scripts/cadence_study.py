@@ -5,9 +5,11 @@
     python scripts/cadence_study.py --reps 2 --patience 3  # a quick look
     python scripts/cadence_study.py --import-recorded /work/runs/cadence/record   # copy recorded warmups first
 
-The real ``autowu.AutoWU`` (its GP test, patience rule and cadence) is fed loss curves step by step, for every setting
-of the grid ``patience x max_overshoot`` (the cadence ``test_every`` is the largest ``k`` with
-``gamma^(patience*k) <= max_overshoot``; ``paper`` = one test per epoch) and every curve:
+The real ``autowu.AutoWU`` (its GP test, cadence and patience rule) is fed loss curves step by step. A grid setting is
+``patience x max_overshoot`` (the cadence ``test_every`` is the largest ``k`` with ``gamma^(patience*k) <=
+max_overshoot``; ``paper`` = one test per epoch). Each curve is run once per cadence with a patience that never
+completes, which records every test's pass/fail and t*; AutoWU with patience ``p`` switches at the first run of ``p``
+passes in that sequence (nothing before the switch depends on ``p``; one direct run per study checks it). Curves:
 
 * **still decreasing** (the minimum is not reached within the curve): synthetic long noisy curves (a slow quadratic
   approach to a minimum beyond the end, and an exponential plateau), and the recorded Fashion-MNIST warmups cut where
@@ -38,6 +40,7 @@ import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+import zlib  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Optional  # noqa: E402
 
@@ -78,14 +81,33 @@ def synthetic_curves(reps: int, warmup_steps: int = 256, steps_per_epoch: int = 
                 up = (top - bottom) * (np.clip(x - x_star, 0, None) / width) ** 2
                 shapes[f"u_min{x_star:g}_{rise}"] = ("u", down + up, x_star * warmup_steps)
         # still decreasing: a quadratic approach to a minimum at x = 1.25, and an exponential plateau
-        shapes["dec_quad"] = ("decreasing", bottom + (top - bottom) * ((1.25 - x) / 1.25) ** 2, None)
+        quad = bottom + (top - bottom) * ((1.25 - x) / 1.25) ** 2
+        shapes["dec_quad"] = ("decreasing", quad, None)
         shapes["dec_plateau"] = ("decreasing", bottom + (top - bottom) * np.exp(-x / 0.15), None)
+        # a transient loss spike that recovers (half an epoch / one and a half epochs wide, a third of the depth
+        # high), and noise correlated over steps (AR(1), phi 0.95): what many tests in a row can mistake for a rise
+        for width in (8, 24):
+            t = np.arange(warmup_steps) - 0.55 * warmup_steps
+            bump = 0.6 * np.where(np.abs(t) < width / 2, 0.5 + 0.5 * np.cos(2 * np.pi * t / width), 0.0)
+            shapes[f"dec_spike{width}"] = ("decreasing", quad + bump, None)
+        shapes["dec_ar"] = ("decreasing", quad, "ar")
         for name, (kind, mean, t_min) in shapes.items():
             for rep in range(reps):
-                rng = np.random.default_rng([rep, int(sigma * 1000), len(out)])
-                out.append(Curve(f"{name}_s{sigma:g}_r{rep}", kind, "synthetic",
-                                 mean + sigma * rng.standard_normal(warmup_steps), steps_per_epoch, warmup_steps,
-                                 t_min))
+                rng = np.random.default_rng([rep, int(sigma * 1000), zlib.crc32(name.encode())])
+                noise = rng.standard_normal(warmup_steps)
+                if t_min == "ar":
+                    t_min, noise = None, _ar1(noise, 0.95)
+                out.append(Curve(f"{name}_s{sigma:g}_r{rep}", kind, "synthetic", mean + sigma * noise,
+                                 steps_per_epoch, warmup_steps, t_min))
+    return out
+
+
+def _ar1(white: np.ndarray, phi: float) -> np.ndarray:
+    """AR(1) noise with unit marginal variance from white noise."""
+    out = np.empty_like(white)
+    out[0] = white[0]
+    for i in range(1, white.size):
+        out[i] = phi * out[i - 1] + math.sqrt(1 - phi * phi) * white[i]
     return out
 
 
@@ -99,7 +121,9 @@ def read_warmup(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recorded_curves(directory: str = WARMUPS_DIR) -> list[Curve]:
-    """Each recorded warmup in full (U-shaped) and cut 3x below its minimum's LR (still decreasing)."""
+    """Each finished recorded warmup in full (U-shaped) and cut where the LR is 3x below its minimum's (still
+    decreasing); a recording still in progress only as a still-decreasing prefix (cut the same way if its minimum
+    is already behind it)."""
     out = []
     for path in sorted(glob.glob(os.path.join(directory, "*.csv"))):
         name = os.path.splitext(os.path.basename(path))[0]
@@ -109,7 +133,11 @@ def recorded_curves(directory: str = WARMUPS_DIR) -> list[Curve]:
         spe, warmup = int(meta["steps_per_epoch"]), int(meta["warmup_steps"])
         gamma = 1e5 ** (1.0 / warmup)
         t_min = float(true_argmin(loss, spe))
-        out.append(Curve(name, "u", "recorded", loss, spe, warmup, t_min))
+        if meta.get("finished", True):
+            out.append(Curve(name, "u", "recorded", loss, spe, warmup, t_min))
+        elif t_min >= loss.size - spe:  # no minimum behind it yet: all of it is still decreasing
+            out.append(Curve(f"{name}_prefix", "decreasing", "recorded", loss, spe, warmup, None))
+            continue
         cut = int(t_min - math.log(3.0) / math.log(gamma))
         if cut >= 8:
             out.append(Curve(f"{name}_cut", "decreasing", "recorded", loss[:cut], spe, warmup, None))
@@ -124,40 +152,89 @@ def true_argmin(loss: np.ndarray, steps_per_epoch: int) -> int:
     return int(np.argmin(smooth))
 
 
-# -- one simulated warmup ------------------------------------------------------------------------------------------
-def simulate(curve: Curve, patience: int, overshoot, confidence: float, seed: int) -> dict:
-    """Feed ``curve`` to AutoWU; return where and how it switched (None: no switch within the curve)."""
+# -- simulated warmups ---------------------------------------------------------------------------------------------
+NEVER = 10**9  # patience that never completes: the pass/fail sequence, from which every patience is read off
+
+
+def build(curve: Curve, test_every: int, patience: int, confidence: float, seed: int) -> AutoWU:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    kw = {} if overshoot == PAPER else {"max_overshoot": float(overshoot)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max_overshoot below gamma^patience: every step (recorded as test_every)
-        sched = AutoWU(opt, curve.steps_per_epoch, EPOCHS, rho_w=RHO_W, patience=patience, confidence=confidence,
-                       seed=seed, **kw)
+    epochs = 2 * curve.warmup_steps // curve.steps_per_epoch
+    sched = AutoWU(opt, curve.steps_per_epoch, epochs, rho_w=RHO_W, patience=patience, confidence=confidence,
+                   seed=seed, test_every=test_every)
     assert sched.warmup_steps == curve.warmup_steps, (curve.name, sched.warmup_steps)
-    n = curve.warmup_steps if curve.kind == "u" else curve.losses.size  # a U curve that ended early: NaN after
-    losses = np.full(n, np.nan)
-    losses[:min(n, curve.losses.size)] = curve.losses[:n]
-    t0 = time.perf_counter()
-    for loss in losses:
-        sched.step(float(loss))
+    return sched
+
+
+def feed(curve: Curve, sched: AutoWU) -> None:
+    """The curve's losses, step by step, until AutoWU leaves its warmup (a U curve that ended early: NaN after)."""
+    n = curve.warmup_steps if curve.kind == "u" else curve.losses.size
+    for t in range(n):
+        sched.step(float(curve.losses[t]) if t < curve.losses.size else math.nan)
         if sched.phase != "warmup":
-            break
-    tests = sum(1 for h in sched.history if h["type"] == "test")
+            return
+
+
+def cadence(curve: Curve, patience: int, overshoot) -> int:
+    """``test_every`` for a grid setting, as AutoWU computes it (``paper``: one test per epoch)."""
+    if overshoot == PAPER:
+        return curve.steps_per_epoch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_overshoot below gamma^patience: every step
+        return build_probe(curve, patience, float(overshoot)).test_every
+
+
+def build_probe(curve: Curve, patience: int, overshoot: float) -> AutoWU:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return AutoWU(opt, curve.steps_per_epoch, 2 * curve.warmup_steps // curve.steps_per_epoch, rho_w=RHO_W,
+                  patience=patience, max_overshoot=overshoot)
+
+
+def pass_sequence(curve: Curve, test_every: int, confidence: float, seed: int) -> dict:
+    """AutoWU with a patience that never completes: every test's step, pass/fail and t*, and the forced switch."""
+    sched = build(curve, test_every, NEVER, confidence, seed)
+    t0 = time.perf_counter()
+    feed(curve, sched)
+    tests = [(h["step"], bool(h["passed"]), h["t_star"]) for h in sched.history if h["type"] == "test"]
+    forced = sched.switch and {"step": sched.switch["step"], "t_star": sched.switch["t_star"],
+                               "reason": sched.switch["reason"]}
+    return {"curve": curve.name, "test_every": test_every, "confidence": confidence, "seed": seed, "tests": tests,
+            "forced": forced, "gamma": sched.gamma, "seconds": time.perf_counter() - t0}
+
+
+def _pass_sequence(job):
+    return pass_sequence(*job)
+
+
+def switch_for(seq: dict, patience: int) -> Optional[dict]:
+    """Where AutoWU with ``patience`` switches on this pass sequence: the p-th consecutive pass, else the forced
+    switch (max-warmup, non-finite) the sequence ended with, else None (no switch within the curve)."""
+    run = 0
+    for step, passed, t_star in seq["tests"]:
+        run = run + 1 if passed else 0
+        if run >= patience:
+            return {"step": step, "t_star": t_star, "reason": "gp-test"}
+    return seq["forced"] or None
+
+
+def outcome(curve: Curve, seq: dict, patience: int, overshoot) -> dict:
+    sw = switch_for(seq, patience)
+    tests = sum(1 for step, _, _ in seq["tests"] if sw is None or step <= sw["step"])
     out = {"curve": curve.name, "kind": curve.kind, "source": curve.source, "patience": patience,
-           "overshoot": overshoot, "confidence": confidence, "seed": seed, "test_every": sched.test_every,
-           "tests": tests, "seconds": time.perf_counter() - t0, "switch": None}
-    sw = sched.switch
-    if sw is not None:
-        out["switch"] = {"step": sw["step"], "t_star": sw["t_star"], "reason": sw["reason"]}
-        if curve.t_min is not None:
-            log_gamma = math.log(sched.gamma)
-            out["overshoot_at_switch"] = math.exp(log_gamma * (sw["step"] - curve.t_min))
-            out["lr_error"] = math.exp(log_gamma * (sw["t_star"] - curve.t_min))
+           "overshoot": overshoot, "confidence": seq["confidence"], "seed": seq["seed"],
+           "test_every": seq["test_every"], "tests": tests, "switch": sw}
+    if sw is not None and curve.t_min is not None:
+        log_gamma = math.log(seq["gamma"])
+        out["overshoot_at_switch"] = math.exp(log_gamma * (sw["step"] - curve.t_min))
+        out["lr_error"] = math.exp(log_gamma * (sw["t_star"] - curve.t_min))
     return out
 
 
-def _simulate(job):
-    return simulate(*job)
+def check_equivalence(curve: Curve, seq: dict, patience: int) -> None:
+    """Reading a patience off the pass sequence is exactly what AutoWU with that patience does (one direct run)."""
+    sched = build(curve, seq["test_every"], patience, seq["confidence"], seq["seed"])
+    feed(curve, sched)
+    direct = sched.switch and {k: sched.switch[k] for k in ("step", "t_star", "reason")}
+    assert direct == switch_for(seq, patience), (curve.name, direct, switch_for(seq, patience))
 
 
 # -- aggregation, choice, figure --------------------------------------------------------------------------------------
@@ -191,8 +268,8 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _key(r: dict) -> tuple:
-    return r["curve"], r["patience"], str(r["overshoot"]), r["confidence"], r["seed"]
+def _key(q: dict) -> tuple:
+    return q["curve"], q["test_every"], q["confidence"], q["seed"]
 
 
 def _order(m: str) -> float:
@@ -221,6 +298,20 @@ def choose(rows: list[dict], tolerance: float = 0.02) -> Optional[dict]:
             "rule": f"lowest median overshoot with false switches <= the paper's + {tolerance:g}"}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The summary as a markdown table (results/cadence.md embeds it)."""
+    out = ["| patience | max_overshoot | curves | test_every | false switches | median overshoot at switch (p90) | "
+           "median abs log10 LR error | tests per run |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        over = ("-" if r["overshoot_median"] is None
+                else f"{r['overshoot_median']:.2f} ({r['overshoot_p90']:.2f})")
+        err = "-" if r["lr_error_log10_median"] is None else f"{r['lr_error_log10_median']:.2f}"
+        fs = "-" if r["false_switch"] is None else f"{100 * r['false_switch']:.0f} % of {r['n_decreasing'] + r['n_u']}"
+        out.append(f"| {r['patience']} | {r['max_overshoot']} | {r['source']} | "
+                   f"{', '.join(map(str, r['test_every']))} | {fs} | {over} | {err} | {r['tests_per_run']:.0f} |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict], path: str, choice: Optional[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -246,13 +337,14 @@ def plot(rows: list[dict], path: str, choice: Optional[dict]) -> None:
         if choice is not None and key == "overshoot_median":
             ax.axvline(xs[choice["max_overshoot"]], color="gray", lw=0.8, ls=":")
         ax.set_xticks(range(len(ms)), [m if m == PAPER else f"{float(m):g}" for m in ms])
-        ax.set_xlabel("max_overshoot (cadence: largest k with gamma^(p k) <= it); paper = 1 test/epoch")
+        ax.set_xlabel("max_overshoot (paper: one test per epoch)")
         ax.set_ylabel(label)
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    title = "AutoWU test cadence: false switches vs overshoot (synthetic: solid; recorded Fashion-MNIST: dashed)"
+    title = ("AutoWU test cadence (test_every = largest k with gamma^(patience k) <= max_overshoot): false switches vs "
+             "overshoot\nsynthetic curves: solid; recorded Fashion-MNIST warmups: dashed")
     if choice:
         title += f"\nrecommended: patience {choice['patience']}, max_overshoot {choice['max_overshoot']}"
     fig.suptitle(title, fontsize=10)
@@ -273,8 +365,7 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
             args = yaml.safe_load(f)
         with open(run, newline="") as f:
             rows = list(csv.DictReader(f))
-        first_epoch = [r for r in rows if int(r["epoch"]) == 0]
-        spe = len(first_epoch)
+        spe = args["train_subset"] // args["batch_size"]  # drop_last batches of a fixed training subset
         warmup = int(math.floor(args["autowu_rho_w"] * spe * args["epochs"]))
         rows = [r for r in rows if int(r["step"]) < warmup]
         with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
@@ -282,27 +373,27 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
             w.writerow(("step", "lr", "loss"))
             for r in rows:
                 w.writerow((r["step"], f"{float(r['lr']):.6g}", f"{float(r['loss']):.5g}"))
-        meta = {"batch_size": args["batch_size"], "opt": args["opt"], "model": args["model"],
+        meta = {"finished": os.path.isfile(os.path.join(rundir, "results.json")), "batch_size": args["batch_size"], "opt": args["opt"], "model": args["model"],
                 "dataset": args["dataset"], "train_subset": args["train_subset"], "seed": args["seed"],
                 "steps_per_epoch": spe, "warmup_steps": warmup, "recorded_steps": len(rows),
                 "command": "python train.py " + " ".join(json.load(open(os.path.join(rundir, "env.json")))["argv"][1:])}
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(meta, f, indent=1)
-        print(f"{name}: {len(rows)} of {warmup} warmup steps, {spe} steps/epoch")
+        print(f"{name}: {len(rows)} of {warmup} warmup steps, {spe} steps/epoch, finished: {meta['finished']}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=5, help="noise draws per synthetic curve shape and noise level")
     p.add_argument("--seeds", type=int, default=3, help="AutoWU seeds (its subsampling) per recorded curve")
-    p.add_argument("--patience", type=int, nargs="+", default=[2, 3, 5])
-    p.add_argument("--max-overshoot", nargs="+", default=["1.25", "1.5", "2", "3", "5", PAPER])
+    p.add_argument("--patience", type=int, nargs="+", default=[2, 3, 4, 5])
+    p.add_argument("--max-overshoot", nargs="+", default=["1.5", "2", "3", "5", PAPER])
     p.add_argument("--confidence", type=float, nargs="+", default=[0.95])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-recorded", action="store_true")
     p.add_argument("--import-recorded", metavar="RUN_ROOT", help="first copy RUN_ROOT/*/steps.csv into the fixtures")
     p.add_argument("--reuse", action="store_true",
-                   help="keep the simulations already in --out and run only the missing ones (a grown grid or new curves)")
+                   help="keep the pass sequences already in --out; simulate only the missing ones (new curves, cadences)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "cadence", "study.json"))
     p.add_argument("--figure", default=os.path.join(ROOT, "results", "figures", "cadence_tradeoff.png"))
     args = p.parse_args()
@@ -313,37 +404,44 @@ def main() -> int:
     if args.import_recorded:
         import_recorded(args.import_recorded)
     curves = synthetic_curves(args.reps) + ([] if args.no_recorded else recorded_curves())
-    jobs = []
+    by_name = {c.name: c for c in curves}
+    needed = {}  # (curve, test_every, confidence, seed) -> the grid settings it serves
     for curve in curves:
         seeds = range(args.seeds) if curve.source == "recorded" else [0]
         for pat in args.patience:
             for m in args.max_overshoot:
+                k = cadence(curve, pat, m)
                 for c in args.confidence:
-                    jobs.extend((curve, pat, m, c, s) for s in seeds)
+                    for sd in seeds:
+                        needed.setdefault((curve.name, k, c, sd), []).append((pat, m))
     done = {}
     if args.reuse and os.path.isfile(args.out):
         with open(args.out) as f:
-            done = {_key(r): r for r in json.load(f)["records"]}
-    wanted = {(c.name, pat, str(m), conf, s) for c, pat, m, conf, s in jobs}
-    todo = [j for j in jobs if (j[0].name, j[1], str(j[2]), j[3], j[4]) not in done]
-    print(f"{len(curves)} curves ({sum(c.source == 'recorded' for c in curves)} recorded), {len(jobs)} simulations "
-          f"({len(jobs) - len(todo)} reused)")
+            done = {_key(q): q for q in json.load(f)["sequences"]}
+    todo = [(by_name[n], k, c, sd) for (n, k, c, sd) in needed if (n, k, c, sd) not in done]
+    print(f"{len(curves)} curves ({sum(c.source == 'recorded' for c in curves)} recorded), {len(needed)} pass "
+          f"sequences ({len(needed) - len(todo)} reused), {sum(map(len, needed.values()))} settings x curves")
     t0 = time.perf_counter()
     if args.workers > 1:
         with multiprocessing.Pool(args.workers) as pool:
-            records = pool.map(_simulate, todo, chunksize=4)
+            new = pool.map(_pass_sequence, todo, chunksize=1)
     else:
-        records = [_simulate(j) for j in todo]
-    records += [r for k, r in done.items() if k in wanted]
+        new = [_pass_sequence(j) for j in todo]
+    seqs = {**{k: q for k, q in done.items() if k in needed}, **{_key(q): q for q in new}}
+    first = next(iter(needed))
+    check_equivalence(by_name[first[0]], seqs[first], 3)
+    records = [outcome(by_name[n], seqs[(n, k, c, sd)], pat, m)
+               for (n, k, c, sd), settings in needed.items() for pat, m in settings]
     rows = summarize(records)
     choice = choose(rows)
-    secs = sum(r["seconds"] for r in records) / max(1, sum(r["tests"] for r in records))
+    secs = sum(q["seconds"] for q in seqs.values()) / max(1, sum(len(q["tests"]) for q in seqs.values()))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"command": "python scripts/cadence_study.py " + " ".join(sys.argv[1:]), "summary": rows,
                    "choice": choice, "curves": [{"name": c.name, "kind": c.kind, "source": c.source,
                                                  "steps": int(c.losses.size), "t_min": c.t_min} for c in curves],
-                   "seconds_per_test_incl_steps": secs, "wall_s": time.perf_counter() - t0, "records": records},
+                   "seconds_per_test_incl_steps": secs, "wall_s": time.perf_counter() - t0, "records": records,
+                   "sequences": list(seqs.values())},
                   f, indent=None)
     plot(rows, args.figure, choice)
     print(f"{'p':>2} {'max_ov':>6} {'c':>5} {'source':>9} {'k':>10} {'false':>6} {'early':>6} {'detect':>6} "
@@ -353,6 +451,7 @@ def main() -> int:
               f"{','.join(map(str, r['test_every'])):>10} {_f(r['false_switch'])} {_f(r['early_switch_u'])} "
               f"{_f(r['detected_by_test_u'])} {_f(r['overshoot_median'], 8)} {_f(r['overshoot_p90'], 8)} "
               f"{_f(r['lr_error_log10_median'])} {r['tests_per_run']:6.1f}")
+    print(markdown(rows))
     print(f"choice: {choice}")
     print(f"wrote {args.out} and {args.figure} in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -57,11 +57,14 @@ def test_test_steps_are_the_multiples_of_test_every_within_the_warmup(every):
 
 
 def test_max_overshoot_picks_the_largest_cadence_within_the_bound():
-    for spe, epochs, patience, bound in [(16, 32, 3, 1.5), (64, 32, 3, 1.2), (16, 32, 2, 2.0), (100, 200, 3, 1.5)]:
+    for spe, epochs, patience, bound in [(16, 32, 3, 1.5), (64, 32, 3, 1.2), (16, 32, 2, 2.0), (16, 32, 3, 3.0)]:
         s = AutoWU(make_opt(), spe, epochs, patience=patience, max_overshoot=bound)
         k = s.test_every
         assert s.gamma ** (patience * k) <= bound * (1 + 1e-12)
         assert s.gamma ** (patience * (k + 1)) > bound
+    # never coarser than the paper: 200 epochs of 100 steps allow k = 117 for 1.5, the epoch (100 steps) is kept
+    assert AutoWU(make_opt(), 100, 200, max_overshoot=1.5).test_every == 100
+    assert AutoWU(make_opt(), 16, 32, max_overshoot=3.0).test_every == 8  # the recommended setting at 1K
     # 1K in the 32-epoch Fashion-MNIST table: gamma = 1e5^(1/256), 1.5 allows k = 3 (gamma^9 = 1.4986)
     s = AutoWU(make_opt(), 16, 32, max_overshoot=1.5)
     assert s.test_every == 3
