@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Choose AutoWU's GP-test cadence by measurement (beyond the paper; results/cadence.md).
 
-    python scripts/cadence_study.py                       # all curves -> results/cadence_study.json + the figure
+    python scripts/cadence_study.py                       # all curves -> results/cadence/summary.json + the figure
     python scripts/cadence_study.py --reps 2 --patience 3  # a quick look
     python scripts/cadence_study.py --import-recorded /work/runs/cadence/record   # copy recorded warmups first
 
@@ -362,7 +362,7 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
         rundir = os.path.dirname(run)
         name = os.path.basename(rundir)
         with open(os.path.join(rundir, "args.yaml")) as f:
-            args = yaml.safe_load(f)
+            args = {k.replace("-", "_"): v for k, v in yaml.safe_load(f).items()}
         with open(run, newline="") as f:
             rows = list(csv.DictReader(f))
         spe = args["train_subset"] // args["batch_size"]  # drop_last batches of a fixed training subset
@@ -392,9 +392,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-recorded", action="store_true")
     p.add_argument("--import-recorded", metavar="RUN_ROOT", help="first copy RUN_ROOT/*/steps.csv into the fixtures")
-    p.add_argument("--reuse", action="store_true",
-                   help="keep the pass sequences already in --out; simulate only the missing ones (new curves, cadences)")
-    p.add_argument("--out", default=os.path.join(ROOT, "results", "cadence", "study.json"))
+    p.add_argument("--cache", metavar="JSON", help="pass sequences: reuse those in this file, simulate only the "
+                   "missing ones (new curves, cadences), write them all back")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "cadence", "summary.json"))
     p.add_argument("--figure", default=os.path.join(ROOT, "results", "figures", "cadence_tradeoff.png"))
     args = p.parse_args()
     for m in args.max_overshoot:
@@ -415,9 +415,9 @@ def main() -> int:
                     for sd in seeds:
                         needed.setdefault((curve.name, k, c, sd), []).append((pat, m))
     done = {}
-    if args.reuse and os.path.isfile(args.out):
-        with open(args.out) as f:
-            done = {_key(q): q for q in json.load(f)["sequences"]}
+    if args.cache and os.path.isfile(args.cache):
+        with open(args.cache) as f:
+            done = {_key(q): q for q in json.load(f)}
     todo = [(by_name[n], k, c, sd) for (n, k, c, sd) in needed if (n, k, c, sd) not in done]
     print(f"{len(curves)} curves ({sum(c.source == 'recorded' for c in curves)} recorded), {len(needed)} pass "
           f"sequences ({len(needed) - len(todo)} reused), {sum(map(len, needed.values()))} settings x curves")
@@ -440,9 +440,10 @@ def main() -> int:
         json.dump({"command": "python scripts/cadence_study.py " + " ".join(sys.argv[1:]), "summary": rows,
                    "choice": choice, "curves": [{"name": c.name, "kind": c.kind, "source": c.source,
                                                  "steps": int(c.losses.size), "t_min": c.t_min} for c in curves],
-                   "seconds_per_test_incl_steps": secs, "wall_s": time.perf_counter() - t0, "records": records,
-                   "sequences": list(seqs.values())},
-                  f, indent=None)
+                   "seconds_per_test_incl_steps": secs, "wall_s": time.perf_counter() - t0}, f, indent=1)
+    if args.cache:
+        with open(args.cache, "w") as f:
+            json.dump(list(seqs.values()), f)
     plot(rows, args.figure, choice)
     print(f"{'p':>2} {'max_ov':>6} {'c':>5} {'source':>9} {'k':>10} {'false':>6} {'early':>6} {'detect':>6} "
           f"{'over_med':>8} {'over_p90':>8} {'lrerr':>6} {'tests':>6}")
