@@ -299,16 +299,29 @@ def choose(rows: list[dict], tolerance: float = 0.02) -> Optional[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The summary as a markdown table (results/cadence.md embeds it)."""
-    out = ["| patience | max_overshoot | curves | test_every | false switches | median overshoot at switch (p90) | "
-           "median abs log10 LR error | tests per run |", "|---|---|---|---|---|---|---|---|"]
+    """The summary as a markdown table, one row per setting (results/cadence.md embeds it)."""
+    by: dict = {}
     for r in rows:
-        over = ("-" if r["overshoot_median"] is None
-                else f"{r['overshoot_median']:.2f} ({r['overshoot_p90']:.2f})")
-        err = "-" if r["lr_error_log10_median"] is None else f"{r['lr_error_log10_median']:.2f}"
-        fs = "-" if r["false_switch"] is None else f"{100 * r['false_switch']:.0f} % of {r['n_decreasing'] + r['n_u']}"
-        out.append(f"| {r['patience']} | {r['max_overshoot']} | {r['source']} | "
-                   f"{', '.join(map(str, r['test_every']))} | {fs} | {over} | {err} | {r['tests_per_run']:.0f} |")
+        by.setdefault((r["patience"], r["max_overshoot"], r["confidence"]), {})[r["source"]] = r
+    sources = sorted({r["source"] for r in rows}, reverse=True)  # synthetic first
+    head = ["patience", "max_overshoot", "confidence"]
+    for src in sources:
+        head += [f"test_every ({src})", f"false switches ({src})"]
+    head += ["U curves switched by the test", "overshoot at switch: median (p90)", "abs log10 LR error (median)"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (p, m, c), srcs in sorted(by.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]), kv[0][2])):
+        cells = [str(p), m, f"{c:g}"]
+        for src in sources:
+            r = srcs.get(src)
+            fs = "-" if r is None or r["false_switch"] is None else \
+                f"{round(r['false_switch'] * (r['n_decreasing'] + r['n_u']))}/{r['n_decreasing'] + r['n_u']}"
+            cells += ["-" if r is None else ", ".join(map(str, r["test_every"])), fs]
+        u = [r for r in srcs.values() if r["overshoot_median"] is not None]
+        u = u[0] if u else None
+        cells += ["-" if u is None else f"{100 * u['detected_by_test_u']:.0f} % of {u['n_u']} ({u['source']})",
+                  "-" if u is None else f"{u['overshoot_median']:.2f} ({u['overshoot_p90']:.2f})",
+                  "-" if u is None else f"{u['lr_error_log10_median']:.2f}"]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
