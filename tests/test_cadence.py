@@ -142,3 +142,27 @@ def test_benchmark_amortises_the_test_over_test_every_steps():
     assert cost["test_every"] == 3 and cost["tests"] == 3 * 12 // 3  # 3 epochs of 12 steps, a test every 3
     assert cost["amortized_us"] == pytest.approx(cost["step_us"] + (1e3 * cost["test_step_ms"] - cost["step_us"]) / 3)
     assert 1e3 * cost["test_step_ms"] > cost["step_us"]  # the test steps carry the GP test
+
+
+def test_cadence_study_reads_every_patience_off_one_pass_sequence():
+    """scripts/cadence_study.py runs each curve once with a patience that never completes; the switch it then
+    reads off for patience p must be AutoWU's own with that patience."""
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("cadence_study", ROOT / "scripts" / "cadence_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    x = np.arange(64) / 64
+    loss = (x - 0.6) ** 2 * 8 + 0.05 * np.random.default_rng(0).standard_normal(64)
+    curve = study.Curve("u", "u", "synthetic", loss, steps_per_epoch=8, warmup_steps=64, t_min=0.6 * 64)
+    seq = study.pass_sequence(curve, test_every=2, confidence=0.95, seed=0)
+    assert [step for step, _, _ in seq["tests"]] == list(range(2, 65, 2))[:len(seq["tests"])]
+    switches = set()
+    for patience in (1, 2, 3, 5):
+        sched = study.build(curve, 2, patience, 0.95, 0)
+        study.feed(curve, sched)
+        direct = {k: sched.switch[k] for k in ("step", "t_star", "reason")}
+        assert study.switch_for(seq, patience) == direct
+        switches.add(direct["step"])
+    assert len(switches) > 1  # the patience really changes where it switches
