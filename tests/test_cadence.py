@@ -144,14 +144,16 @@ def test_benchmark_amortises_the_test_over_test_every_steps():
     assert 1e3 * cost["test_step_ms"] > cost["step_us"]  # the test steps carry the GP test
 
 
-def test_cadence_study_reads_every_patience_off_one_pass_sequence():
+def test_cadence_study_reads_every_patience_off_one_pass_sequence(monkeypatch):
     """scripts/cadence_study.py runs each curve once with a patience that never completes; the switch it then
     reads off for patience p must be AutoWU's own with that patience."""
     import importlib.util
+    import sys
 
     from conftest import ROOT
     spec = importlib.util.spec_from_file_location("cadence_study", ROOT / "scripts" / "cadence_study.py")
     study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "cadence_study", study)  # its dataclass looks its module up
     spec.loader.exec_module(study)
     x = np.arange(64) / 64
     loss = (x - 0.6) ** 2 * 8 + 0.05 * np.random.default_rng(0).standard_normal(64)
