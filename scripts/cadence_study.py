@@ -136,11 +136,11 @@ def recorded_curves(directory: str = WARMUPS_DIR) -> list[Curve]:
         if meta.get("finished", True):
             out.append(Curve(name, "u", "recorded", loss, spe, warmup, t_min))
         elif t_min >= loss.size - spe:  # no minimum behind it yet: all of it is still decreasing
-            out.append(Curve(f"{name}_prefix", "decreasing", "recorded", loss, spe, warmup, None))
+            out.append(Curve(f"{name}_prefix{loss.size}", "decreasing", "recorded", loss, spe, warmup, None))
             continue
         cut = int(t_min - math.log(3.0) / math.log(gamma))
         if cut >= 8:
-            out.append(Curve(f"{name}_cut", "decreasing", "recorded", loss[:cut], spe, warmup, None))
+            out.append(Curve(f"{name}_cut{cut}", "decreasing", "recorded", loss[:cut], spe, warmup, None))
     return out
 
 
@@ -381,6 +381,9 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
         spe = args["train_subset"] // args["batch_size"]  # drop_last batches of a fixed training subset
         warmup = int(math.floor(args["autowu_rho_w"] * spe * args["epochs"]))
         rows = [r for r in rows if int(r["step"]) < warmup]
+        if len(rows) < 2 * spe:
+            print(f"{name}: {len(rows)} steps logged, fewer than two epochs: skipped")
+            continue
         with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(("step", "lr", "loss"))
