@@ -107,6 +107,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--autowu-confidence", type=float, default=0.95)
     g.add_argument("--autowu-patience", type=int, default=3)
     g.add_argument("--autowu-rollback", action=flag, default=False)
+    g.add_argument("--autowu-test-every", type=int, default=None,
+                   help="beyond the paper: GP test every N optimizer steps (default: each epoch end, the paper's)")
+    g.add_argument("--autowu-max-overshoot", type=float, default=None,
+                   help="beyond the paper: test often enough that gamma^(patience*N) <= this (e.g. 1.5)")
     g.add_argument("--sched-kwargs", type=yaml_mapping, default=None, help="mapping passed to the scheduler class")
     g = p.add_argument_group("batch")
     g.add_argument("--batch-size", type=int, default=256, help="GLOBAL batch: images per optimizer step")

@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import numbers
+import warnings
 from collections import deque
 from typing import Any, Optional
 
@@ -129,6 +130,17 @@ class AutoWU(StepScheduler):
         process_group: for DDP; by default the global group when ``torch.distributed`` is initialised. Each rank's
             epoch losses are averaged across ranks once per epoch, and rank 0's decision is broadcast, so every rank
             switches at the same step to the same LR.
+        test_every: beyond the paper: run the test every ``test_every`` optimizer steps instead of at each epoch end
+            (default ``steps_per_epoch``: the paper's cadence, bit-identical). Once the loss minimum is passed the
+            LR keeps growing by at least ``gamma^(patience * test_every)`` before the switch (Appendix D's
+            overshoot); a finer cadence bounds it. Everything that happens "per epoch" (loss transfer, the
+            cross-rank average, the all-non-finite rule, rollback snapshots) then happens per test.
+            ``results/cadence.md`` measures what finer cadences cost in false switches.
+        max_overshoot: beyond the paper, the same choice stated as a goal: ``test_every`` becomes the largest ``k``
+            with ``gamma^(patience * k) <= max_overshoot``, never more than ``steps_per_epoch`` (never coarser than
+            the paper; exponential warmup only). When even ``k = 1`` exceeds it (few, large warmup steps), ``k = 1``
+            with a warning. Give ``test_every`` or ``max_overshoot``. ``results/cadence.md`` recommends ``3`` (with
+            ``patience=3``): ``patience * k`` steps must outlast transient loss spikes, or they switch falsely.
 
     Attributes an official user reads: ``last_step`` (steps taken), ``min_lr``, ``max_lr``, ``phase``
     (``'warmup'|'decay'|'final'``), ``scheduler`` (this object: one scheduler runs every phase), ``total_steps``.
@@ -145,7 +157,8 @@ class AutoWU(StepScheduler):
                  variant: str = "official", n_test: int = 5, confidence: float = 0.95,
                  patience: int = 3, fit_subset: int = 100, test_subset: int = 500, grid_size: int = 500,
                  lengthscale: float = 0.2, fit_steps: int = 100, fit_lr: float = 0.01, seed: int = 0,
-                 rollback: bool = False, model: Optional[nn.Module] = None, process_group: Any = None):
+                 rollback: bool = False, model: Optional[nn.Module] = None, process_group: Any = None,
+                 test_every: Optional[int] = None, max_overshoot: Optional[float] = None):
         super().__init__(optimizer, steps_per_epoch, total_epochs)
         # an error names the argument as the caller gave it
         n_min, n_max = ("min_lr", "eta_min")[eta_min is not None], ("max_lr", "eta_max")[eta_max is not None]
@@ -208,6 +221,8 @@ class AutoWU(StepScheduler):
         self.gamma = (self.eta_max / self.eta_min) ** (1.0 / span)  # per warmup unit (step or epoch)
         self.patience, self.seed = int(patience), int(seed)
         self.rollback, self.model, self.process_group = bool(rollback), model, process_group
+        self.test_every = self._cadence(test_every, max_overshoot)
+        self.max_overshoot = None if max_overshoot is None else float(max_overshoot)
         self.min_test = MinimumTest(n_test=n_test, confidence=confidence, fit_subset=fit_subset,
                                     test_subset=test_subset, grid_size=grid_size, lengthscale=lengthscale,
                                     fit_steps=fit_steps, fit_lr=fit_lr)
@@ -294,6 +309,36 @@ class AutoWU(StepScheduler):
             return self.warmup_lr(step)
         return decay_lr(step, self.decay_start_step, self.total_steps, self.decay_start_lr, self.cooldown_steps)
 
+    def _cadence(self, test_every: Optional[int], max_overshoot: Optional[float]) -> int:
+        """Steps between tests: ``test_every``, or the largest ``k <= steps_per_epoch`` with
+        ``gamma^(patience*k) <= max_overshoot``."""
+        if test_every is not None and max_overshoot is not None:
+            raise ValueError(f"test_every={test_every} and max_overshoot={max_overshoot}: give only one of them")
+        if test_every is not None:
+            _check_int("test_every", test_every, 1)
+            return int(test_every)
+        if max_overshoot is None:
+            return self.steps_per_epoch
+        if isinstance(max_overshoot, bool) or not (isinstance(max_overshoot, (int, float)) and max_overshoot > 1):
+            raise ValueError(f"max_overshoot={max_overshoot!r} must be a number > 1 (the LR growth allowed between "
+                             "passing the minimum and the switch, e.g. 1.5)")
+        if self.warmup != "exp" or self.warmup_unit != "step":
+            raise ValueError("max_overshoot needs warmup='exp' and warmup_unit='step' (the LR must grow by a fixed factor "
+                             "per step); "
+                             "give test_every instead")
+        growth = self.patience * math.log(self.gamma)  # log of the LR growth over `patience` tests 1 step apart
+        k = min(int(math.floor(math.log(max_overshoot) / growth * (1 + 1e-12))), self.steps_per_epoch)
+        if k < 1:
+            warnings.warn(f"max_overshoot={max_overshoot}: even a test every step lets the LR grow by "
+                          f"gamma^patience = {math.exp(growth):.3g} (warmup of {self.warmup_steps} steps); testing "
+                          "every step", stacklevel=3)
+            k = 1
+        return k
+
+    def is_test_step(self, t: int) -> bool:
+        """Whether the test runs after ``t`` optimizer steps (the paper: at each epoch end)."""
+        return t % self.test_every == 0
+
     # -- the loop's call -----------------------------------------------------------------------------------------
     def step(self, loss: Any = None, metric: Any = None, *, metrics: Any = None,  # type: ignore[override]
              epoch: Optional[int] = None) -> None:
@@ -358,9 +403,9 @@ class AutoWU(StepScheduler):
             self._epoch_losses.append(loss)
         t = self.last_epoch  # number of steps taken = index of the next step
         if self.phase == "warmup":
-            epoch_end = t % self.steps_per_epoch == 0
-            if epoch_end or t >= self.warmup_steps:
-                self._end_of_warmup_epoch(t, epoch_end)
+            test_now = self.is_test_step(t)
+            if test_now or t >= self.warmup_steps:
+                self._end_of_warmup_epoch(t, test_now)
         if self.phase == "decay" and (self.cooldown_steps is None or t >= self.total_steps - self.cooldown_steps):
             self.phase = "final"  # the cosine part of the decay (the official name)
 
@@ -377,7 +422,7 @@ class AutoWU(StepScheduler):
             else:
                 self._epoch_losses.append(loss)
                 epoch_end = t % spe == 0
-                if epoch_end:
+                if self.is_test_step(t):
                     n_switches = sum(h["type"] == "switch" for h in self.history)
                     self._end_of_warmup_epoch(t, True)
                     switched = sum(h["type"] == "switch" for h in self.history) > n_switches
@@ -627,7 +672,8 @@ class AutoWU(StepScheduler):
                 "eta_max": self.eta_max, "rho_w": self.rho_w, "cooldown_fraction": self.cooldown_fraction,
                 "patience": self.patience, "rollback": self.rollback, **self._test_kwargs, "variant": self.variant,
                 "warmup_unit": self.warmup_unit, "warmup_only": self.warmup_only, "cooldown_type": self.cooldown_type,
-                "decay_phase_stat": self.decay_phase_stat, "decay_phase_factor": self.decay_phase_factor}
+                "decay_phase_stat": self.decay_phase_stat, "decay_phase_factor": self.decay_phase_factor,
+                "test_every": self.test_every, "max_overshoot": self.max_overshoot}
 
     def state_dict(self) -> dict:
         """Everything needed to continue the identical trajectory: phase, step, recorded losses, the epoch's

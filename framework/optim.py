@@ -171,7 +171,9 @@ def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw = {"eta_min": args.autowu_eta_min, "eta_max": args.autowu_eta_max, "rho_w": args.autowu_rho_w,
               "warmup": args.autowu_warmup, "n_test": args.autowu_n_test, "confidence": args.autowu_confidence,
               "patience": args.autowu_patience, "cooldown_fraction": args.cooldown_fraction,
-              "rollback": args.autowu_rollback, "seed": args.seed}
+              "rollback": args.autowu_rollback, "seed": args.seed,
+              "test_every": getattr(args, "autowu_test_every", None),
+              "max_overshoot": getattr(args, "autowu_max_overshoot", None)}
     elif args.sched == "autolr":
         kw = {}
     else:
