@@ -323,9 +323,8 @@ class AutoWU(StepScheduler):
             raise ValueError(f"max_overshoot={max_overshoot!r} must be a number > 1 (the LR growth allowed between "
                              "passing the minimum and the switch, e.g. 1.5)")
         if self.warmup != "exp" or self.warmup_unit != "step":
-            raise ValueError("max_overshoot needs warmup='exp' and warmup_unit='step' (the LR must grow by a fixed factor "
-                             "per step); "
-                             "give test_every instead")
+            raise ValueError("max_overshoot needs warmup='exp' and warmup_unit='step': a linear or per-epoch warmup "
+                             "has no fixed LR growth per step; give test_every instead")
         growth = self.patience * math.log(self.gamma)  # log of the LR growth over `patience` tests 1 step apart
         k = min(int(math.floor(math.log(max_overshoot) / growth * (1 + 1e-12))), self.steps_per_epoch)
         if k < 1:
