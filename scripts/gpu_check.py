@@ -81,9 +81,9 @@ DRY_MODEL = ["--model", "test_resnet"]  # timm's 0.5M-parameter test ResNet: a d
 
 def _load_script(name: str):
     """scripts/NAME.py as a module (the scripts folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_gpu_check_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
+    sys.modules[spec.name] = module  # dataclasses look their module up there (a private name: no clash)
     spec.loader.exec_module(module)
     return module
 
