@@ -155,7 +155,7 @@ def dry_run(tmp_path_factory):
 
 
 def test_dry_run_runs_every_check(dry_run):
-    rc, out, report = dry_run
+    rc, out, report, _ = dry_run
     checks = report["checks"]
     assert {name: c["status"] for name, c in checks.items()} == {name: "ran" for name in gpu_check.CHECK_NAMES}, \
         {name: (c["status"], c["summary"], c.get("traceback")) for name, c in checks.items()}
