@@ -427,13 +427,16 @@ def check_sweep(ctx: Ctx) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     failed, cut, finished = [], [], []
     start_margin = 0 if ctx.dry else 30  # no new run in the last 30 s: it would only be cut
+    threads = max(1, (os.cpu_count() or 1) // opts.jobs)  # the runs share the CPU cores too
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     while queue or running:
         now = time.monotonic()
         while queue and len(running) < opts.jobs and now < ctx.deadline - start_margin:
             r = queue.pop(0)
             log = open(logs / f"{len(pending) - len(queue):03d}.log", "w")
             cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), table, "--local", *filters(r), "--", *extra]
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=env)
             print(f"[sweep] started {r.name} (pid {proc.pid})", flush=True)
             running.append((r, proc, log))
         if not running:
