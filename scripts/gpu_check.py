@@ -27,8 +27,9 @@ the whole run stops starting checks when ``--budget`` is spent):
    steady-state ratio, alternating windows.
 6. ``sweep``: with the time left, the missing cells of a table (default the paper-regime Fashion-MNIST table,
    ``--table``) through ``scripts/sweep.py --local`` with many runs sharing the GPU; the runs still going at the
-   deadline get SIGTERM, save ``last.pt`` and continue on the next sweep. Their records are packed into
-   ``runs/gpu_check/<table>_runs.tar.gz`` to bring home.
+   deadline get SIGTERM, save ``last.pt`` and continue on the next sweep. Their folders are packed into
+   ``runs/gpu_check/<table>_runs.tar.gz`` (and, where sweep.py has ``--export``, the compact records for
+   ``results/runs/`` into ``runs/gpu_check/<table>_records.tar.gz``) to bring home.
 
 On this project's lent GPU machine (no network; python3 has torch and timm, not adamp/torch-optimizer), first here:
 ``bash scripts/gpu_wheels.sh`` (wheels into ``.whl/``, Fashion-MNIST into ``data/fashion-mnist``), then the device
@@ -380,6 +381,10 @@ def _sweep_counts(table: str, filters: list[str], extra: list[str]) -> tuple[int
     return int(m.group(1)), int(m.group(3))
 
 
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _pack_runs(table_dir: Path, dest: Path) -> int:
     """The table's run directories as a .tar.gz (checkpoints only of unfinished runs, no TensorBoard); its size."""
     def keep(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
@@ -465,17 +470,29 @@ def check_sweep(ctx: Ctx) -> dict:
         time.sleep(0.2 if ctx.dry else 2.0)
     _, after = _sweep_counts(table, ["--runs-dir", runs_dir], extra)
     table_dir = Path(runs_dir if os.path.isabs(runs_dir) else ROOT / runs_dir) / spec.name
-    pack = (ctx.tmp if ctx.dry else ROOT / "runs" / "gpu_check") / f"{spec.name}_runs.tar.gz"
+    home = ctx.tmp if ctx.dry else ROOT / "runs" / "gpu_check"
+    pack = home / f"{spec.name}_runs.tar.gz"
     size = _pack_runs(table_dir, pack) if table_dir.is_dir() else 0
+    records = None
+    if hasattr(sweep, "export_records") and finished:  # sweep.py --export: the compact records to commit
+        dest = home / "records"
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), table, "--runs-dir", runs_dir,
+                            "--export", str(dest)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        print(r.stdout[-2000:] + r.stderr[-2000:], flush=True)
+        if r.returncode == 0 and (dest / spec.name).is_dir():
+            records = home / f"{spec.name}_records.tar.gz"
+            with tarfile.open(records, "w:gz") as tar:
+                tar.add(dest / spec.name, arcname=spec.name)
     for f in failed:  # the failed run's last lines, for the report
         print(f"[sweep] {f} failed; see its train.log", flush=True)
     figures = {"table": spec.name, "runs": total, "pending_before": before, "pending_after": after,
                "finished_here": finished, "cut_at_deadline": cut, "failed": failed, "not_started": len(queue),
-               "jobs": opts.jobs, "train_flags": extra, "records": str(pack) if size else None,
-               "records_bytes": size}
+               "jobs": opts.jobs, "train_flags": extra, "runs_archive": str(pack) if size else None,
+               "runs_archive_bytes": size, "records_archive": str(records) if records else None}
     summary = (f"{spec.name}: {before} of {total} runs pending, {len(finished)} finished here, {len(cut)} cut at "
                f"the deadline (resumable), {len(failed)} failed, {len(queue)} not started, {after} still pending; "
-               f"records in {pack.relative_to(ROOT) if pack.is_relative_to(ROOT) else pack} ({size / 2**20:.1f} MiB)")
+               f"run folders in {_rel(pack)} ({size / 2**20:.1f} MiB)"
+               + (f", records for results/runs/ in {_rel(records)}" if records else ""))
     criteria = {"no run failed": not failed}
     return {"summary": summary, "figures": figures, "criteria": criteria,
             "commands": [f"python scripts/sweep.py {shlex.join([table, '--local', '--runs-dir', runs_dir, '--'])} "

@@ -195,7 +195,7 @@ def test_dry_run_figures(dry_run):
 
     f6 = checks["sweep"]["figures"]  # one cell of the table, two steps, through sweep.py and train.py
     assert f6["table"] == "fashion_mnist" and len(f6["finished_here"]) == 1 and f6["failed"] == []
-    assert f6["records_bytes"] > 0
+    assert f6["runs_archive_bytes"] > 0
 
 
 def test_dry_run_prints_one_line_per_check(dry_run):
