@@ -196,6 +196,8 @@ def test_dry_run_figures(dry_run):
     f6 = checks["sweep"]["figures"]  # one cell of the table, two steps, through sweep.py and train.py
     assert f6["table"] == "fashion_mnist" and len(f6["finished_here"]) == 1 and f6["failed"] == []
     assert f6["runs_archive_bytes"] > 0
+    has_export = hasattr(gpu_check._load_script("sweep"), "export_records")  # sweep.py --export: records packed too
+    assert (f6["records_archive"] is not None) == has_export
 
 
 def test_dry_run_prints_one_line_per_check(dry_run):
