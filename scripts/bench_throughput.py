@@ -258,9 +258,10 @@ def time_window(side: Any, steps: int, device: torch.device, clock: Callable[[],
 
 
 @contextlib.contextmanager
-def count_host_reads(optimizer: torch.optim.Optimizer):
+def count_host_reads(optimizer: torch.optim.Optimizer, label: Optional[Callable[[], str]] = None):
     """Count the Tensor methods that read a value back to the host (a device sync on a GPU), split into calls made
-    inside ``optimizer.step`` and everywhere else. Yields ``{"loop": n, "optimizer": n}``."""
+    inside ``optimizer.step`` and everywhere else. Yields ``{"loop": n, "optimizer": n}``; with ``label``, each read
+    is also counted under the key ``label()`` returns at that moment (e.g. the part of the step it happened in)."""
     counts = {"loop": 0, "optimizer": 0}
     inside = [False]
     originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
@@ -270,6 +271,9 @@ def count_host_reads(optimizer: torch.optim.Optimizer):
 
         def wrapper(self, *a, **kw):
             counts["optimizer" if inside[0] else "loop"] += 1
+            if label is not None:
+                key = label()
+                counts[key] = counts.get(key, 0) + 1
             return original(self, *a, **kw)
         return wrapper
 
@@ -313,6 +317,15 @@ def count_ops(side: Any) -> dict:
     return counts
 
 
+def warmup_losses(n: int, warmup_steps: int, device: torch.device) -> list[torch.Tensor]:
+    """``n`` step losses shaped like an AutoWU warmup (falling, then rising past the minimum, with noise; as in
+    autowu.bench), each a 0-d float32 tensor on ``device`` as a training loop hands them to ``step(loss)``."""
+    rng = np.random.default_rng(0)
+    x = np.arange(n) / max(warmup_steps, n)
+    curve = 2.3 - 1.8 * x + 6.0 * np.maximum(x - 0.7, 0) ** 2 + 0.15 * rng.standard_normal(n)
+    return list(torch.tensor(curve, dtype=torch.float32, device=device).unbind())
+
+
 def scheduler_cost(args: argparse.Namespace, optimizer: torch.optim.Optimizer, model: nn.Module,
                    steps_per_epoch: int, device: torch.device, max_epochs: int = 3) -> dict:
     """Host time of AutoWU over up to ``max_epochs`` warmup epochs fed a realistic loss curve as device tensors:
@@ -326,10 +339,7 @@ def scheduler_cost(args: argparse.Namespace, optimizer: torch.optim.Optimizer, m
     sched = create_schedule(sched_args, optimizer, model, steps_per_epoch)
     epochs = max(1, min(max_epochs, sched.warmup_steps // steps_per_epoch))
     n = epochs * steps_per_epoch
-    rng = np.random.default_rng(0)
-    x = np.arange(n) / max(sched.warmup_steps, n)  # the warmup's loss valley (as in autowu.bench)
-    curve = 2.3 - 1.8 * x + 6.0 * np.maximum(x - 0.7, 0) ** 2 + 0.15 * rng.standard_normal(n)
-    losses = list(torch.tensor(curve, dtype=torch.float32, device=device).unbind())
+    losses = warmup_losses(n, sched.warmup_steps, device)
     synchronize(device)
     per_call, per_call_cpu = np.empty(n), np.empty(n)
     for i, loss in enumerate(losses):

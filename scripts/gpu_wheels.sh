@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Bring what the lent GPU machine lacks into this checkout, for scripts/gpu_check.py (issue 16).
+#
+#   bash scripts/gpu_wheels.sh            # here, with PyPI reachable: fills .whl/ and data/fashion-mnist/
+#
+# The GPU machine (kind nvidia-h200: Python 3.12 at python3 with torch, torchvision, timm, numpy, pyyaml,
+# tensorboard; no network) lacks adamp and torch-optimizer (and torch-optimizer's pytorch-ranger). This script
+# builds pure-Python wheels (py3-none-any) of those, and of timm, at the versions of constraints.txt into .whl/
+# (ignored by git; adamp is published only as a source archive, so its wheel is built here), and copies the
+# Fashion-MNIST idx files (check 6) into data/fashion-mnist/ (ignored too). About 33 MB in all, under the 64 MiB a
+# device call may carry.
+#
+# Then the device tool's `run`, with carry [".whl", "data/fashion-mnist"] and timeout_s 420:
+#
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || exit; python3 scripts/gpu_check.py --budget 330 --data-dir data 2>&1 | tee $OUT/gpu_check.log; cp results/gpu_*.md results/gpu_*.json runs/gpu_check/*.tar.gz $OUT/ 2>/dev/null; true
+#
+# Copy the returned results/gpu_<device>.md/.json into results/ and commit them; rerun only what failed with
+# `--checks N,M` (the report keeps the other checks' results).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+if [ $# -gt 0 ]; then
+    echo "error: gpu_wheels.sh takes no arguments (got: $*); see --help" >&2
+    exit 2
+fi
+
+packages=(adamp torch-optimizer pytorch-ranger timm)
+pins=()
+for name in "${packages[@]}"; do
+    pin=$(grep -i -E "^${name}==" constraints.txt || true)
+    if [ -z "$pin" ]; then
+        echo "error: constraints.txt pins no version of $name; add one (the GPU machine needs an exact wheel)" >&2
+        exit 2
+    fi
+    pins+=("$pin")
+done
+
+mkdir -p .whl
+for name in "${packages[@]}"; do  # one version of each: two stop the install on the GPU machine
+    rm -f .whl/"${name//-/_}"-*.whl
+done
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir .whl "${pins[@]}"
+for whl in .whl/*.whl; do
+    case "$whl" in
+        *-py3-none-any.whl|*-py2.py3-none-any.whl) ;;
+        *) echo "error: $whl is not a pure-Python wheel; the GPU machine (Python 3.12, x86-64) may not install it" >&2
+           exit 1 ;;
+    esac
+done
+
+src=$("$PYTHON" - <<'EOF'
+import sys
+sys.path.insert(0, ".")
+from framework.data import find_fashion_mnist
+d = find_fashion_mnist("data")
+print(d or "")
+EOF
+)
+if [ -z "$src" ]; then
+    echo "error: Fashion-MNIST not found (data/ or /usr/share/datasets/fashion-mnist); get it with" \
+         "\`python scripts/prepare_data.py --dataset fashion_mnist\` (check 6 needs it)" >&2
+    exit 1
+fi
+mkdir -p data/fashion-mnist
+if [ "$(cd "$src" && pwd -P)" != "$(cd data/fashion-mnist && pwd -P)" ]; then
+    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        if [ -f "$src/$f.gz" ]; then
+            cp "$src/$f.gz" data/fashion-mnist/
+        else
+            gzip -c "$src/$f" > "data/fashion-mnist/$f.gz"
+        fi
+    done
+fi
+echo "wheels in .whl/:"
+ls -1 .whl/*.whl
+echo "Fashion-MNIST in data/fashion-mnist/ (from $src)"
+du -sh .whl data/fashion-mnist
