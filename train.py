@@ -264,6 +264,16 @@ def main(args: argparse.Namespace) -> int:
                             rng_per_rank=rngs,
                             extra={"loop": state.to_dict()})
 
+    def preempted(batch_index: int) -> int:  # SIGTERM/SIGUSR1: save where the epoch is, exit for the requeued job
+        nonlocal process_start
+        state.elapsed_s += time.perf_counter() - process_start
+        save(os.path.join(args.output, "last.pt"), batch_index)
+        logger.log_event({"type": "preempted", "epoch": state.epoch, "step": state.step, "signal": stop.signal,
+                          "batch_index": batch_index})
+        logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
+                    "requeued job resumes from it")
+        return 0
+
     stop = StopFlag()
     stop.install()
     try:
@@ -282,13 +292,7 @@ def main(args: argparse.Namespace) -> int:
                                      max_steps=args.smoke or None, total_steps=total_steps)
             start_batch = 0
             if result.status == "preempted":
-                state.elapsed_s += time.perf_counter() - process_start
-                save(os.path.join(args.output, "last.pt"), result.batch_index)
-                logger.log_event({"type": "preempted", "epoch": epoch, "step": state.step, "signal": stop.signal,
-                                  "batch_index": result.batch_index})
-                logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
-                            "requeued job resumes from it")
-                return 0
+                return preempted(result.batch_index)
             if result.status == "diverged":
                 status = "diverged"
                 logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
@@ -302,7 +306,10 @@ def main(args: argparse.Namespace) -> int:
                       "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
                       "epoch_time": result.seconds, "images_per_s": images_per_s}
             if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
-                record.update(evaluate(model, data.val, amp, info, args.channels_last))
+                metrics = evaluate(model, data.val, amp, info, args.channels_last, stop=stop)
+                if metrics.get("stopped"):  # signal during validation: the resumed run validates this epoch
+                    return preempted(result.batch_index)
+                record.update(metrics)
                 state.final_top1, state.final_top5 = record["top1"], record["top5"]
                 if record["top1"] is not None and (state.best_top1 is None or record["top1"] > state.best_top1):
                     state.best_top1, state.best_top5, state.best_epoch = record["top1"], record["top5"], epoch

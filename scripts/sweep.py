@@ -50,7 +50,7 @@ TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
 TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks"}
 CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK", "AUTOWU_TIME",
-                "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS")
+                "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS", "AUTOWU_GRES")
 
 
 class TableError(ValueError):
@@ -380,8 +380,9 @@ def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, e
                      ("AUTOWU_CPUS_PER_TASK", "cpus-per-task")):
         if settings.get(key):
             header.append(f"--{opt}={settings[key]}")
-    if gpus:
-        header.append(f"--gres=gpu:{gpus}")
+    gres = settings.get("AUTOWU_GRES") or (f"gpu:{gpus}" if gpus else "none")  # "none": a cluster without GPUs
+    if gres != "none":
+        header.append(f"--gres={gres}")
     header += shlex.split(settings.get("AUTOWU_SBATCH_ARGS", ""))
     launcher = "multi_node.sbatch" if nodes > 1 else "single_node.sbatch"
     lines = ["#!/bin/bash", "# Written by scripts/sweep.py: one array task per run; re-running the sweep skips "
