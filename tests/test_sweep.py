@@ -138,6 +138,7 @@ FAKE_TRAINER = """#!/bin/bash
 # stands for `python -m torch.distributed.run ... train.py ARGS`: records its argv, then waits; on SIGTERM it
 # "saves and exits 0" like train.py
 echo "$@" > "$FAKE_LOG/trainer_argv"
+echo $$ > "$FAKE_LOG/trainer_pid"
 trap 'echo term > "$FAKE_LOG/trainer_got"; exit 0' TERM
 touch "$FAKE_LOG/trainer_started"
 if [[ -n ${FAKE_FINISH:-} ]]; then exit 0; fi
@@ -152,8 +153,14 @@ def fake_slurm(tmp_path):
     bin_dir.mkdir()
     log.mkdir()
     (bin_dir / "faketrain").write_text(FAKE_TRAINER)
-    (bin_dir / "scontrol").write_text('#!/bin/bash\nif [[ $1 == show ]]; then printf "gpu-a17\\ngpu-a18\\n"; '
+    (bin_dir / "scontrol").write_text('#!/bin/bash\nif [[ "$1 $2" == "show hostnames" ]]; then printf "gpu-a17\\ngpu-a18\\n"; '
+                                      'elif [[ "$1 $2" == "show node" ]]; then echo "NodeName=$3 Arch=x86_64 CoresPerSocket=8"; '
+                                      'echo "   NodeAddr=10.1.0.17 NodeHostName=$3 Version=22.05.8"; '
                                       'else echo "$@" >> "$FAKE_LOG/scontrol"; fi\n')
+    # scancel --signal=TERM JOBID: SIGTERM to the job's steps, i.e. to the trainer
+    (bin_dir / "scancel").write_text('#!/bin/bash\necho "$@" >> "$FAKE_LOG/scancel"\n'
+                                     'kill -TERM "$(cat "$FAKE_LOG/trainer_pid")"\n')
+    (bin_dir / "squeue").write_text('#!/bin/bash\necho "${FAKE_TIME_LIMIT:-1-00:00:00}"\n')
     # srun: drop its own options, run the command (one node's worth)
     (bin_dir / "srun").write_text('#!/bin/bash\necho "$@" > "$FAKE_LOG/srun_argv"\n'
                                   'while [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
@@ -181,19 +188,23 @@ def wait_for(path: Path, timeout: float = 30.0) -> None:
 
 def test_multi_node_builds_the_torchrun_rendezvous_and_requeues_on_usr1(fake_slurm):
     env, log, tmp = fake_slurm
+    env["SLURM_CPUS_PER_TASK"] = "6"
     proc = start("multi_node.sbatch", env, tmp / "run")
     wait_for(log / "trainer_started")
     argv = (log / "trainer_argv").read_text().split()
     assert argv[:2] == ["-m", "torch.distributed.run"]
     joined = " ".join(argv)
-    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 4242 --rdzv_backend c10d --rdzv_endpoint gpu-a17:29500" in joined
+    # the rendezvous is on the first node's NodeAddr (its name need not resolve)
+    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 4242 --rdzv_backend c10d --rdzv_endpoint 10.1.0.17:29500" in joined
     # data root from the cluster file first, so the run's own --data-dir would win; then the run's flags
     assert joined.endswith(f"train.py --data-dir /datasets --config {BASE} --output {tmp / 'run'}")
     proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@90 does before the time limit
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert (log / "trainer_got").read_text().strip() == "term"  # the trainer was asked to save and stop
+    assert (log / "scancel").read_text().split() == ["--signal=TERM", "4242"]  # through the steps, not srun
     assert (log / "scontrol").read_text().split() == ["requeue", "4242"]
+    assert "--cpus-per-task=6" in (log / "srun_argv").read_text()  # srun (22.05) does not inherit sbatch -c
 
 
 def test_single_node_finishing_run_is_not_requeued_and_env_beats_file(fake_slurm):
