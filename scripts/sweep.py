@@ -376,10 +376,10 @@ def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, e
               f"%{settings['AUTOWU_MAX_PARALLEL']}" if settings.get("AUTOWU_MAX_PARALLEL") else ""),
               f"--nodes={nodes}", "--ntasks-per-node=1", "--requeue", "--signal=B:USR1@90", "--open-mode=append",
               f"--output={log_dir}/%x_%A_%a.out"]
-    for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time"),
-                     ("AUTOWU_CPUS_PER_TASK", "cpus-per-task")):
+    for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time")):
         if settings.get(key):
             header.append(f"--{opt}={settings[key]}")
+    header.append(f"--cpus-per-task={settings.get('AUTOWU_CPUS_PER_TASK') or 8}")  # as the sbatch scripts ask
     gres = settings.get("AUTOWU_GRES") or (f"gpu:{gpus}" if gpus else "none")  # "none": a cluster without GPUs
     if gres != "none":
         header.append(f"--gres={gres}")

@@ -131,6 +131,22 @@ def test_slurm_array_lists_only_pending_runs_and_cluster_settings(tmp_path, monk
     assert "scripts/slurm/multi_node.sbatch" in script
 
 
+@pytest.mark.parametrize("settings, gres, cpus", [
+    ({"AUTOWU_GPUS_PER_NODE": "4"}, "--gres=gpu:4", "--cpus-per-task=8"),
+    ({"AUTOWU_GPUS_PER_NODE": "2", "AUTOWU_GRES": "none", "AUTOWU_CPUS_PER_TASK": "3"}, None, "--cpus-per-task=3"),
+    ({"AUTOWU_GPUS_PER_NODE": "2", "AUTOWU_GRES": "gpu:a100:2"}, "--gres=gpu:a100:2", "--cpus-per-task=8"),
+    ({}, None, "--cpus-per-task=8"),
+])
+def test_slurm_array_asks_for_gpus_only_when_the_cluster_has_them_and_always_for_cpus(tmp_path, parser, settings,
+                                                                                       gres, cpus):
+    table = write_table(tmp_path, f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{sched: baseline}}}}\n")
+    runs = sweep.expand(sweep.load_table(str(table)), runs_dir=str(tmp_path / "runs"))
+    header = [line.split(" ", 1)[1] for line in sweep.slurm_script(runs, parser, 1, [], settings, "t", str(tmp_path))
+              .splitlines() if line.startswith("#SBATCH ")]
+    assert [h for h in header if h.startswith("--gres")] == ([gres] if gres else [])
+    assert [h for h in header if h.startswith("--cpus-per-task")] == [cpus]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the batch scripts, with fake SLURM commands and a fake trainer
 

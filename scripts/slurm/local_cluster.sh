@@ -16,12 +16,12 @@
 # `up` and `down` are idempotent.
 #
 # Settings (environment): AUTOWU_SLURM_DIR, AUTOWU_SLURM_PORT (slurmctld port; the nodes use the next two;
-# default 16817), AUTOWU_SLURM_CPUS (CPUs each node offers, default 4; more than the host has is allowed).
+# default 16817), AUTOWU_SLURM_CPUS (CPUs each node offers, default 8, what the sbatch scripts ask for; more than the host has is allowed).
 set -euo pipefail
 
 DIR=${AUTOWU_SLURM_DIR:-/tmp/autowu-slurm}
 PORT=${AUTOWU_SLURM_PORT:-16817}
-CPUS=${AUTOWU_SLURM_CPUS:-4}
+CPUS=${AUTOWU_SLURM_CPUS:-8}
 NODES=(n1 n2)
 CONF=$DIR/slurm.conf
 PACKAGES=(slurm-wlm munge)
