@@ -265,7 +265,6 @@ def main(args: argparse.Namespace) -> int:
                             extra={"loop": state.to_dict()})
 
     def preempted(batch_index: int) -> int:  # SIGTERM/SIGUSR1: save where the epoch is, exit for the requeued job
-        nonlocal process_start
         state.elapsed_s += time.perf_counter() - process_start
         save(os.path.join(args.output, "last.pt"), batch_index)
         logger.log_event({"type": "preempted", "epoch": state.epoch, "step": state.step, "signal": stop.signal,
