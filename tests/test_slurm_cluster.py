@@ -2,13 +2,14 @@
 the ``cluster`` fixture and torn down after; it needs root, and the Debian package registry when slurm-wlm/munge are
 not installed). Deselect with ``-m "not slurm"`` on a machine without them.
 
-Both sbatch scripts run a tiny synthetic run to completion (the references); then, for both scripts, the same run is
-stopped by each way SLURM stops a job -- ``scancel --signal=USR1 --batch`` (what preemption with a signal does),
-``scancel --signal=USR1 --full`` (USR1 to every process), ``scontrol requeue`` (SIGTERM to every process) and the
-time limit (the scripts' own ``--signal=B:USR1@90``) -- and must save mid-epoch, requeue, resume and
-end with a steps.csv byte-identical to the reference's, leaving no process behind. The requeue delay SLURM puts on a
-requeued job (Reason=BeginTime) is released with ``scontrol update starttime=now``. The ten jobs share the cluster
-(8 CPUs per node, what the scripts ask for, on two 16-CPU nodes) and are driven together, so the module takes about as long as its longest job.
+Both sbatch scripts run a tiny synthetic run to completion (the references); then, for both scripts, the same run
+is stopped once in epoch 0 and once in epoch 1, covering each way SLURM stops a job: ``scancel --signal=USR1
+--batch`` (what preemption with a signal does), ``scancel --signal=USR1 --full`` (USR1 to every process), ``scontrol
+requeue`` (SIGTERM to every process) and the time limit (the scripts' own ``--signal=B:USR1@90``). Each stop must save
+mid-epoch and requeue, each start resume from there, and the run end with a steps.csv byte-identical to the
+reference's, leaving no process behind. The requeue delay SLURM puts on a requeued job (Reason=BeginTime) is released
+with ``scontrol update starttime=now``. The six jobs share the cluster (two 16-CPU nodes; the scripts ask for 8 per
+node) and are driven together.
 Last: a ``sweep.py --slurm --submit`` array job on the cluster.
 """
 from __future__ import annotations
@@ -41,7 +42,9 @@ RUN = ["--dataset", "synthetic", "--model", "fmnist_cnn", "--img-size", "28", "-
 STOP_AT_ROW = 20  # signal the job once this many steps of epoch 0 are in steps.csv: mid-epoch
 ENDED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 SCRIPTS = ("single_node", "multi_node")
-STOPS = ("usr1_batch", "usr1_full", "requeue", "time_limit")
+# each stopped job is stopped twice, in epoch 0 and in epoch 1, a different way each time
+JOB_STOPS = (("usr1_batch", "time_limit"), ("usr1_full", "requeue"))
+STOPS = tuple(stop for stops in JOB_STOPS for stop in stops)
 
 
 class Cluster:
@@ -68,6 +71,11 @@ class Cluster:
         """``scontrol show job``'s fields (the first record: an array job's first task)."""
         out = self.cmd("scontrol", "-o", "show", "job", job_id)
         return dict(re.findall(r"(\w+)=(\S*)", out.splitlines()[0]))
+
+    def states(self, job_ids: list[str]) -> dict:
+        """{job id: (state, reason, run time)} in one squeue call (ended jobs stay listed for MinJobAge, 300 s)."""
+        out = self.cmd("squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%M")
+        return {i: (state, reason, used) for i, state, reason, used in (line.split("|") for line in out.splitlines())}
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +133,17 @@ def run_seconds(text: str) -> int:
 @dataclass
 class Job:
     script: str
-    stop: Optional[str]  # None: the uninterrupted reference
+    stops: tuple  # how to stop it in epoch 0, 1, ...; () for the uninterrupted reference
     run: Path
     id: str = ""
     state: str = ""
-    stopped_at: Optional[float] = None  # when the test stopped it
+    stopped: int = 0  # stops done
+    stopping: bool = False  # stopped, not yet requeued and released
     paused: list = field(default_factory=list)  # time limit: the training processes, SIGSTOPped until USR1 comes
     pending_since: Optional[float] = None
     strays: list = field(default_factory=list)
     releases: int = 0
-    info: dict = field(default_factory=dict)  # scontrol show job, last seen
+    info: dict = field(default_factory=dict)  # scontrol show job, at the end
 
     def log(self) -> str:
         out = Path(f"{self.run}.out")
@@ -144,7 +153,7 @@ class Job:
 def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
     """Submit every job, stop each one mid-epoch its way, release requeued jobs, until all have ended."""
     for n, job in enumerate(jobs):
-        options = ["--time=10"] if job.stop == "time_limit" else []
+        options = ["--time=10"] if "time_limit" in job.stops else []
         job.id = cluster.sbatch(job.script, job.run, *options, AUTOWU_MASTER_PORT=str(29600 + n))
     t_end = time.monotonic() + timeout
     while True:
@@ -152,36 +161,34 @@ def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
         if not live:
             return
         assert time.monotonic() < t_end, "jobs still running: " + "; ".join(
-            f"{j.script}/{j.stop} {j.id} {j.state}:\n{j.log()[-3000:]}" for j in live)
+            f"{j.script}/{j.stops} {j.id} {j.state}:\n{j.log()[-3000:]}" for j in live)
+        states = cluster.states([j.id for j in live])  # one query a round: stops must come within a few steps
         for job in live:
-            info = job.info = cluster.job(job.id)
-            job.state = info["JobState"]
+            job.state, reason, used = states[job.id]
             if job.paused and "USR1: time limit" in job.log():
                 for pid in job.paused:  # SLURM's USR1 came; the batch shell sent SIGTERM: let training save
                     os.kill(pid, signal.SIGCONT)
                 job.paused = []
-            if job.state == "RUNNING" and job.stopped_at is None and job.stop is not None:
-                if rows(job.run) < STOP_AT_ROW:
-                    pass
-                elif job.stop == "time_limit":
+            stop = job.stops[job.stopped] if job.stopped < len(job.stops) else None
+            if (job.state == "RUNNING" and stop and not job.stopping
+                    and rows(job.run) >= STOP_AT_ROW + job.stopped * STEPS_PER_EPOCH):  # mid-epoch 0, then 1
+                if stop == "time_limit":
                     # The time limit's USR1 comes when the end is under 90 s away, at slurmctld's next limit check
                     # (every 30 s). Pause the training mid-epoch, then cut the limit to 60-120 s from now: USR1
                     # comes within a minute, before the end, and finds the run where it was paused.
                     job.paused = training_processes(job.run)
                     for pid in job.paused:
                         os.kill(pid, signal.SIGSTOP)
-                    minutes = run_seconds(info["RunTime"]) // 60 + 2
+                    minutes = run_seconds(used) // 60 + 2
                     cluster.cmd("scontrol", "update", f"jobid={job.id}", f"timelimit={minutes}")
-                    job.stopped_at = time.monotonic()
+                elif stop == "usr1_batch":
+                    cluster.cmd("scancel", "--signal=USR1", "--batch", job.id)
+                elif stop == "usr1_full":
+                    cluster.cmd("scancel", "--signal=USR1", "--full", job.id)
                 else:
-                    if job.stop == "usr1_batch":
-                        cluster.cmd("scancel", "--signal=USR1", "--batch", job.id)
-                    elif job.stop == "usr1_full":
-                        cluster.cmd("scancel", "--signal=USR1", "--full", job.id)
-                    else:
-                        cluster.cmd("scontrol", "requeue", job.id)
-                    job.stopped_at = time.monotonic()
-            if job.state == "PENDING" and info.get("Reason") == "BeginTime":  # requeued: SLURM holds it ~2 min
+                    cluster.cmd("scontrol", "requeue", job.id)
+                job.stopped, job.stopping = job.stopped + 1, True
+            if job.state == "PENDING" and reason == "BeginTime":  # requeued: SLURM holds it ~2 min
                 # first: nothing of the stopped job may still run (a worker its torchrun left behind)
                 job.pending_since = job.pending_since or time.monotonic()
                 left = processes_of(job.run)
@@ -191,19 +198,21 @@ def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
                 # the rest of the run gets time enough (a time-limit job would otherwise be cut again)
                 cluster.cmd("scontrol", "update", f"jobid={job.id}", "starttime=now", "timelimit=30")
                 job.releases += 1
-                job.pending_since = None
-        time.sleep(0.5)
+                job.pending_since, job.stopping = None, False
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def jobs(cluster, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("jobs")
-    todo = [Job(s, None, work / f"{s}_ref") for s in SCRIPTS]
-    todo += [Job(s, stop, work / f"{s}_{stop}") for s in SCRIPTS for stop in STOPS]
+    todo = [Job(s, (), work / f"{s}_ref") for s in SCRIPTS]
+    todo += [Job(s, stops, work / f"{s}_{'_'.join(stops)}") for s in SCRIPTS for stops in JOB_STOPS]
     t0 = time.monotonic()
     drive(cluster, todo)
     print(f"[slurm] {len(todo)} jobs done in {time.monotonic() - t0:.0f}s")
-    return {(j.script, j.stop): j for j in todo}
+    for j in todo:
+        j.info = cluster.job(j.id)
+    return {(j.script, j.stops): j for j in todo}
 
 
 def assert_completed(job: Job) -> dict:
@@ -215,7 +224,7 @@ def assert_completed(job: Job) -> dict:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_job_runs_to_completion(jobs, script):
-    job = jobs[(script, None)]
+    job = jobs[(script, ())]
     results = assert_completed(job)
     assert rows(job.run) == EPOCHS * STEPS_PER_EPOCH and job.releases == 0
     log = (job.run / "train.log").read_text()
@@ -233,21 +242,23 @@ def test_job_runs_to_completion(jobs, script):
 @pytest.mark.parametrize("stop", STOPS)
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_stopped_job_saves_mid_epoch_requeues_and_ends_identical(jobs, script, stop):
-    job, ref = jobs[(script, stop)], jobs[(script, None)]
+    stops = next(stops for stops in JOB_STOPS if stop in stops)
+    job, ref, k = jobs[(script, stops)], jobs[(script, ())], stops.index(stop)
     assert_completed(job)
-    assert job.releases >= 1, f"the job was never requeued:\n{job.log()}"
-    assert "requeueing job" in job.log() or stop == "requeue", job.log()
-    if stop == "time_limit":
-        assert "USR1: time limit or preemption" in job.log()
-    # every stop saved where it was and exited; the resumed job went on from that micro-batch
+    assert job.releases == len(stops), f"requeued {job.releases} times, stopped {len(stops)} times:\n{job.log()}"
+    # the batch shell's trap ran once per USR1 (ours, or SLURM's at the time limit) and requeued the job
+    usr1 = sum(s in ("usr1_batch", "usr1_full", "time_limit") for s in stops)
+    assert job.log().count("USR1: time limit or preemption") == usr1, job.log()
+    assert job.log().count("; requeueing job") == usr1, job.log()
+    if stop == "requeue":
+        assert "DUE TO JOB REQUEUE" in job.log()
+    # every stop saved mid-epoch (epoch k) and exited; the resumed job went on from that micro-batch
     saved = [e for e in read_jsonl(job.run / "events.jsonl") if e.get("type") == "preempted"]
     log = (job.run / "train.log").read_text()
     resumed = [int(m) for m in re.findall(r"resumed from \S+: epoch \d+, step \d+, micro-batch (\d+)", log)]
-    assert saved and len(resumed) >= len(saved), log
-    assert [e["batch_index"] for e in saved] == resumed[:len(saved)]
-    assert any(0 < e["step"] % STEPS_PER_EPOCH for e in saved), saved  # at least one stop inside an epoch
-    if stop != "time_limit":
-        assert STOP_AT_ROW <= saved[0]["step"] < STEPS_PER_EPOCH, saved
+    assert len(saved) == len(resumed) == len(stops), log
+    assert saved[k]["epoch"] == k and saved[k]["batch_index"] == resumed[k], (saved, resumed)
+    assert STOP_AT_ROW + k * STEPS_PER_EPOCH <= saved[k]["step"] < (k + 1) * STEPS_PER_EPOCH, saved
     assert job.strays == [], f"processes left running after the job was requeued: {job.strays}"
     assert (job.run / "steps.csv").read_bytes() == (ref.run / "steps.csv").read_bytes()
 
@@ -267,7 +278,7 @@ def test_sweep_array_job_on_the_cluster(cluster, tmp_path):
     t_end = time.monotonic() + 600
     while cluster.cmd("squeue", "-h", "-j", job_id).strip():
         assert time.monotonic() < t_end, cluster.cmd("squeue", "-j", job_id)
-        time.sleep(0.5)
+        time.sleep(0.2)
     for column in ("16", "32"):
         run = runs_dir / "tbl" / f"baseline_b{column}_s0"
         results = json.loads((run / "results.json").read_text())

@@ -7,8 +7,8 @@
 #   AUTOWU_SETUP          shell code run first on the batch node (module load ..., source .venv/bin/activate)
 #   AUTOWU_PYTHON         interpreter for torchrun (default: python)
 #   AUTOWU_MASTER_PORT    c10d rendezvous port on the first node (default: 29500)
-#
-#   AUTOWU_CPUS_PER_TASK  CPUs per node the job should have (sbatch -c; the scripts ask for 8 unless told)
+#   AUTOWU_CPUS_PER_TASK  CPUs per node the job should have (sbatch -c; the scripts ask for 8 unless told): a
+#                         warning when the job got another number
 #   AUTOWU_SHUTDOWN_TIMEOUT  seconds torchrun waits for its workers to save after SIGTERM (default: 300)
 #
 # Preemption and time limit: the scripts ask SLURM for --signal=B:USR1@90 (USR1 to this batch shell 90 s before the
@@ -22,8 +22,8 @@
 #     would die, leaving its workers behind), the workers save and exit, the batch shell requeues as above.
 #   SIGTERM to every process (`scontrol requeue`, `scancel`, preemption with GraceTime): torchrun forwards it, the
 #     workers save and exit; SLURM requeues (or ends) the job. The save must finish within the cluster's KillWait.
-# torchrun gets TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$AUTOWU_SHUTDOWN_TIMEOUT (a torchrun with --shutdown-timeout reads it; older
-# ones kill the workers 30 s after SIGTERM), so a save is not cut short.
+# torchrun gets TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$AUTOWU_SHUTDOWN_TIMEOUT (a torchrun with --shutdown-timeout reads
+# it; older ones kill the workers 30 s after SIGTERM), so a save is not cut short.
 set -euo pipefail
 
 AUTOWU_ROOT=${AUTOWU_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
@@ -44,7 +44,8 @@ autowu_load_settings() {
     PYTHON=${AUTOWU_PYTHON:-python}
     MASTER_PORT=${AUTOWU_MASTER_PORT:-29500}
     export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${AUTOWU_SHUTDOWN_TIMEOUT:-${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}}
-    if [[ -n ${AUTOWU_CPUS_PER_TASK:-} && -n ${SLURM_CPUS_PER_TASK:-} && $AUTOWU_CPUS_PER_TASK != "$SLURM_CPUS_PER_TASK" ]]; then
+    if [[ -n ${AUTOWU_CPUS_PER_TASK:-} && -n ${SLURM_CPUS_PER_TASK:-} &&
+          $AUTOWU_CPUS_PER_TASK != "$SLURM_CPUS_PER_TASK" ]]; then
         echo "[autowu] warning: the job has $SLURM_CPUS_PER_TASK CPUs per node, AUTOWU_CPUS_PER_TASK asks for" \
              "$AUTOWU_CPUS_PER_TASK: submit with sbatch -c $AUTOWU_CPUS_PER_TASK" >&2
     fi
@@ -70,7 +71,7 @@ autowu_train_args() {
 
 # Minimum --time: USR1 comes 90 s before the limit, up to ~30 s earlier still (slurmctld checks limits twice a minute),
 # and a requeued job starts by loading data and the checkpoint; a shorter job spends most of its time starting and
-# stopping, and one under ~3 minutes is told to stop as soon as it starts.
+# stopping, and one of 2 minutes or less is told to stop within 30 s of its start.
 AUTOWU_MIN_TIME_MINUTES=10
 
 # autowu_check_time_limit: one warning line when the job's time limit is under AUTOWU_MIN_TIME_MINUTES.
@@ -96,7 +97,8 @@ IGNORE_USR1=(bash -c 'trap "" USR1; exec "$@"' ignore-usr1)
 # AUTOWU_STOP_STEPS=1 (multi_node.sbatch): stop it by sending SIGTERM to the job's steps rather than to CMD (srun).
 autowu_run_requeueable() {
     local preempted=0 child="" rc
-    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"; autowu_stop "$child"' USR1
+    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"
+          autowu_stop "$child"' USR1
     echo "[autowu] $(date +%T) job ${SLURM_JOB_ID:-?} on $(hostname): $*"
     autowu_check_time_limit
     "${IGNORE_USR1[@]}" "$@" &

@@ -16,7 +16,8 @@
 # `up` and `down` are idempotent.
 #
 # Settings (environment): AUTOWU_SLURM_DIR, AUTOWU_SLURM_PORT (slurmctld port; the nodes use the next two;
-# default 16817), AUTOWU_SLURM_CPUS (CPUs each node offers, default 8, what the sbatch scripts ask for; more than the host has is allowed).
+# default 16817), AUTOWU_SLURM_CPUS (CPUs each node offers, default 8, what the sbatch scripts ask for; more than the
+# host has is allowed).
 set -euo pipefail
 
 DIR=${AUTOWU_SLURM_DIR:-/tmp/autowu-slurm}
@@ -47,6 +48,10 @@ missing_commands() {
     echo "${out[*]}"
 }
 
+installed_packages() { dpkg-query -W -f '${Package} ${db:Status-Status}\n' | awk '$2 == "installed" {print $1}' | sort; }
+
+apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"; }
+
 install_packages() {
     local missing
     missing=$(missing_commands)
@@ -54,7 +59,7 @@ install_packages() {
     command -v apt-get >/dev/null || die "missing $missing and no apt-get to install ${PACKAGES[*]}; install them"
     log "installing ${PACKAGES[*]} (missing: $missing)"
     mkdir -p "$DIR"
-    dpkg-query -W -f '${Package}\n' | sort > "$DIR/packages.before"
+    installed_packages > "$DIR/packages.before"
     cut -d: -f1 /etc/passwd | sort > "$DIR/users.before"
     cut -d: -f1 /etc/group | sort > "$DIR/groups.before"
     local policy=/usr/sbin/policy-rc.d own_policy=0
@@ -63,13 +68,10 @@ install_packages() {
     fi
     local rc=0
     {
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >"$DIR/apt.log" 2>&1 ||
-            { apt-get update -q >>"$DIR/apt.log" 2>&1 &&
-              DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" \
-                  >>"$DIR/apt.log" 2>&1; }
+        apt_install >"$DIR/apt.log" 2>&1 || { apt-get update -q >>"$DIR/apt.log" 2>&1 && apt_install >>"$DIR/apt.log" 2>&1; }
     } || rc=$?
     (( own_policy )) && rm -f "$policy"
-    dpkg-query -W -f '${Package}\n' | sort | comm -13 "$DIR/packages.before" - > "$DIR/packages.added"
+    installed_packages | comm -13 "$DIR/packages.before" - > "$DIR/packages.added"
     cut -d: -f1 /etc/passwd | sort | comm -13 "$DIR/users.before" - > "$DIR/users.added"
     cut -d: -f1 /etc/group | sort | comm -13 "$DIR/groups.before" - > "$DIR/groups.added"
     rm -f "$DIR/packages.before" "$DIR/users.before" "$DIR/groups.before"
@@ -196,6 +198,11 @@ cmd_down() {
     if pid_alive "$DIR/run/slurmctld.pid"; then
         SLURM_CONF=$CONF scancel --full --signal=KILL --user=root 2>/dev/null || true
         SLURM_CONF=$CONF scancel --user=root 2>/dev/null || true
+        local t
+        for t in $(seq 60); do  # until slurmd has cleaned up their steps
+            [[ -z $(SLURM_CONF=$CONF squeue -h 2>/dev/null) ]] && break
+            sleep 0.5
+        done
     fi
     stop_daemons
     local pkgs users groups
