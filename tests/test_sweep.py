@@ -233,6 +233,15 @@ def test_single_node_finishing_run_is_not_requeued_and_env_beats_file(fake_slurm
     assert not (log / "scontrol").exists()
 
 
+@pytest.mark.parametrize("limit, warned", [("5:00", True), ("9:59", True), ("10:00", False), ("1-00:00:00", False),
+                                            ("UNLIMITED", False)])
+def test_a_time_limit_under_ten_minutes_is_warned_about(fake_slurm, limit, warned):
+    env, log, tmp = fake_slurm
+    env.update(FAKE_FINISH="1", FAKE_TIME_LIMIT=limit)
+    out, _ = start("single_node.sbatch", env, tmp / "run").communicate(timeout=20)
+    assert (f"--time {limit} is under 10 minutes" in out) == warned, out
+
+
 def test_a_failing_run_fails_the_job(fake_slurm):
     env, log, tmp = fake_slurm
     (Path(env["AUTOWU_PYTHON"])).write_text("#!/bin/bash\nexit 7\n")

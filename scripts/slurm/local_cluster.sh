@@ -31,10 +31,7 @@ NEEDED=(slurmctld slurmd sbatch scontrol sinfo munged)
 die() { echo "local_cluster.sh: $*" >&2; exit 2; }
 log() { echo "[local_cluster] $*"; }
 
-usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
+usage() { die "unknown command '${*}': use up, down [--keep-packages], status or env (see the top of this script)"; }
 
 need_root() {
     [[ $(id -u) -eq 0 ]] || die "needs root (the SLURM daemons run as root, packages may be installed): run with sudo"
@@ -192,7 +189,11 @@ cmd_up() {
 cmd_down() {
     need_root
     local keep=0
-    [[ ${1:-} == --keep-packages ]] && keep=1
+    case ${1:-} in
+        --keep-packages) keep=1 ;;
+        "") ;;
+        *) die "down: unknown option '$1' (the one option is --keep-packages)" ;;
+    esac
     [[ -d $DIR ]] || { log "down: nothing to do ($DIR does not exist)"; return 0; }
     # jobs still running: end their processes first (slurmd's step daemons and the job's own processes)
     if pid_alive "$DIR/run/slurmctld.pid"; then
@@ -241,5 +242,5 @@ case ${1:-} in
     down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     env) echo "export SLURM_CONF=$CONF" ;;
-    *) usage ;;
+    *) usage "$@" ;;
 esac
