@@ -28,7 +28,7 @@ import autowu
 from framework.checkpoint import (check_resumable, load_checkpoint, resume_path, rng_state, save_checkpoint,
                                   seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
-from framework.distributed import DistInfo, cleanup, init_distributed
+from framework.distributed import DistInfo, barrier, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
 from framework.logger import RunLogger
 from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
@@ -271,6 +271,7 @@ def main(args: argparse.Namespace) -> int:
                           "batch_index": batch_index})
         logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
                     "requeued job resumes from it")
+        barrier(info)  # no rank exits before rank 0 has written: an exit ends the others (srun --kill-on-bad-exit)
         return 0
 
     stop = StopFlag()
