@@ -7,7 +7,8 @@ is stopped once in epoch 0 and once in epoch 1, covering each way SLURM stops a 
 --batch`` (what preemption with a signal does), ``scancel --signal=USR1 --full`` (USR1 to every process), ``scontrol
 requeue`` (SIGTERM to every process) and the time limit (the scripts' own ``--signal=B:USR1@90``). Each stop must save
 mid-epoch and requeue, each start resume from there, and the run end with a steps.csv byte-identical to the
-reference's, leaving no process behind. The requeue delay SLURM puts on a requeued job (Reason=BeginTime) is released
+reference's, leaving no process behind. To land mid-epoch however slowly SLURM answers on a busy machine, the training
+is paused (SIGSTOP) at step 20 of the epoch until the stop has reached the job, then let go. The requeue delay SLURM puts on a requeued job (Reason=BeginTime) is released
 with ``scontrol update starttime=now``. The six jobs share the cluster (two 16-CPU nodes; the scripts ask for 8 per
 node) and are driven together.
 Last: a ``sweep.py --slurm --submit`` array job on the cluster.
@@ -20,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +141,8 @@ class Job:
     state: str = ""
     stopped: int = 0  # stops done
     stopping: bool = False  # stopped, not yet requeued and released
-    paused: list = field(default_factory=list)  # time limit: the training processes, SIGSTOPped until USR1 comes
+    paused: list = field(default_factory=list)  # the training processes, SIGSTOPped until the stop reaches them
+    marker: tuple = ()  # (log text, its count before the stop, when the stop was sent)
     pending_since: Optional[float] = None
     strays: list = field(default_factory=list)
     releases: int = 0
@@ -150,11 +153,50 @@ class Job:
         return out.read_text() if out.exists() else ""
 
 
+# what the job's log shows once a stop has reached it: the batch shell's USR1 trap, or slurmstepd's requeue
+MARKER = {"usr1_batch": "USR1: time limit or preemption", "usr1_full": "USR1: time limit or preemption",
+          "time_limit": "USR1: time limit or preemption", "requeue": "DUE TO JOB REQUEUE"}
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def watch(job: Job, done: threading.Event) -> None:
+    """Pause the job's training (SIGSTOP) as soon as steps.csv has its next stop's row count: a stop then lands at
+    that step however slowly SLURM's commands answer on a busy machine."""
+    while not done.is_set():
+        k = job.stopped
+        if (k < len(job.stops) and not job.paused and not job.stopping
+                and rows(job.run) >= STOP_AT_ROW + k * STEPS_PER_EPOCH):  # mid-epoch 0, then mid-epoch 1
+            pids = training_processes(job.run)
+            signal_all(pids, signal.SIGSTOP)
+            job.paused = pids
+        done.wait(0.05)
+
+
 def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
     """Submit every job, stop each one mid-epoch its way, release requeued jobs, until all have ended."""
     for n, job in enumerate(jobs):
         options = ["--time=10"] if "time_limit" in job.stops else []
         job.id = cluster.sbatch(job.script, job.run, *options, AUTOWU_MASTER_PORT=str(29600 + n))
+    done = threading.Event()
+    watchers = [threading.Thread(target=watch, args=(j, done), daemon=True) for j in jobs if j.stops]
+    for w in watchers:
+        w.start()
+    try:
+        _drive(cluster, jobs, timeout)
+    finally:
+        done.set()
+        for job in jobs:
+            signal_all(job.paused, signal.SIGCONT)
+
+
+def _drive(cluster: Cluster, jobs: list[Job], timeout: float) -> None:
     t_end = time.monotonic() + timeout
     while True:
         live = [j for j in jobs if j.state != "COMPLETED" and j.state not in ENDED]
@@ -162,23 +204,16 @@ def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
             return
         assert time.monotonic() < t_end, "jobs still running: " + "; ".join(
             f"{j.script}/{j.stops} {j.id} {j.state}:\n{j.log()[-3000:]}" for j in live)
-        states = cluster.states([j.id for j in live])  # one query a round: stops must come within a few steps
+        states = cluster.states([j.id for j in live])
         for job in live:
             job.state, reason, used = states[job.id]
-            if job.paused and "USR1: time limit" in job.log():
-                for pid in job.paused:  # SLURM's USR1 came; the batch shell sent SIGTERM: let training save
-                    os.kill(pid, signal.SIGCONT)
-                job.paused = []
-            stop = job.stops[job.stopped] if job.stopped < len(job.stops) else None
-            if (job.state == "RUNNING" and stop and not job.stopping
-                    and rows(job.run) >= STOP_AT_ROW + job.stopped * STEPS_PER_EPOCH):  # mid-epoch 0, then 1
+            if job.paused and not job.stopping:  # paused mid-epoch by watch(): stop it now
+                stop = job.stops[job.stopped]
+                job.marker = (MARKER[stop], job.log().count(MARKER[stop]), time.monotonic())
                 if stop == "time_limit":
                     # The time limit's USR1 comes when the end is under 90 s away, at slurmctld's next limit check
-                    # (every 30 s). Pause the training mid-epoch, then cut the limit to 60-120 s from now: USR1
-                    # comes within a minute, before the end, and finds the run where it was paused.
-                    job.paused = training_processes(job.run)
-                    for pid in job.paused:
-                        os.kill(pid, signal.SIGSTOP)
+                    # (every 30 s): cut the limit to 60-120 s from now, and USR1 comes within a minute, before
+                    # the end, and finds the run where it was paused.
                     minutes = run_seconds(used) // 60 + 2
                     cluster.cmd("scontrol", "update", f"jobid={job.id}", f"timelimit={minutes}")
                 elif stop == "usr1_batch":
@@ -188,6 +223,11 @@ def drive(cluster: Cluster, jobs: list[Job], timeout: float = 1200) -> None:
                 else:
                     cluster.cmd("scontrol", "requeue", job.id)
                 job.stopped, job.stopping = job.stopped + 1, True
+            if job.paused and job.stopping:
+                text, before, since = job.marker
+                if job.log().count(text) > before or time.monotonic() - since > 120:
+                    signal_all(job.paused, signal.SIGCONT)  # the stop has reached the job: let training save
+                    job.paused = []
             if job.state == "PENDING" and reason == "BeginTime":  # requeued: SLURM holds it ~2 min
                 # first: nothing of the stopped job may still run (a worker its torchrun left behind)
                 job.pending_since = job.pending_since or time.monotonic()
