@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,9 +89,12 @@ def cluster(tmp_path_factory):
     up = subprocess.run(["bash", str(CLUSTER_SH), "up"], env=env, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, f"local_cluster.sh up failed (needs root and apt):\n{up.stdout}{up.stderr}"
     print(f"[slurm] cluster up in {time.monotonic() - t0:.0f}s")
+    work = tmp_path_factory.mktemp("slurm")
     try:
-        yield Cluster(state_dir, tmp_path_factory.mktemp("slurm"))
+        yield Cluster(state_dir, work)
     finally:
+        for log in (state_dir / "log").glob("*.log"):  # kept for a look after a failure
+            shutil.copy(log, work)
         down = subprocess.run(["bash", str(CLUSTER_SH), "down"], env=env, capture_output=True, text=True,
                               timeout=900)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -147,6 +151,7 @@ class Job:
     strays: list = field(default_factory=list)
     releases: int = 0
     info: dict = field(default_factory=dict)  # scontrol show job, at the end
+    slurm_logs: list = field(default_factory=list)  # slurmctld's and the slurmds' logs
 
     def log(self) -> str:
         out = Path(f"{self.run}.out")
@@ -252,11 +257,13 @@ def jobs(cluster, tmp_path_factory) -> dict:
     print(f"[slurm] {len(todo)} jobs done in {time.monotonic() - t0:.0f}s")
     for j in todo:
         j.info = cluster.job(j.id)
+        j.slurm_logs = sorted((cluster.conf.parent / "log").glob("slurm*.log"))
     return {(j.script, j.stops): j for j in todo}
 
 
 def assert_completed(job: Job) -> dict:
-    assert job.state == "COMPLETED", job.log()
+    assert job.state == "COMPLETED", job.log() + "".join(f"\n[{p.name}] {line}" for p in job.slurm_logs for line in
+                                                        p.read_text().splitlines() if f"JobId={job.id} " in line)
     results = json.loads((job.run / "results.json").read_text())
     assert results["status"] == "finished" and results["steps"] == EPOCHS * STEPS_PER_EPOCH, results
     return results

@@ -116,8 +116,13 @@ autowu_run_requeueable() {
             return 0
         fi
         echo "[autowu] $(date +%T) training exited with $rc; requeueing job ${SLURM_JOB_ID}"
-        scontrol requeue "$SLURM_JOB_ID"
-        return 0
+        local try
+        for try in 1 2 3; do  # a busy slurmctld may time out an RPC
+            if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
+            echo "[autowu] $(date +%T) scontrol requeue $SLURM_JOB_ID failed (try $try of 3)" >&2
+            sleep 5
+        done
+        return 1
     fi
     echo "[autowu] $(date +%T) training exited with $rc"
     return "$rc"
