@@ -7,11 +7,11 @@ is stopped once in epoch 0 and once in epoch 1, covering each way SLURM stops a 
 --batch`` (what preemption with a signal does), ``scancel --signal=USR1 --full`` (USR1 to every process), ``scontrol
 requeue`` (SIGTERM to every process) and the time limit (the scripts' own ``--signal=B:USR1@90``). Each stop must save
 mid-epoch and requeue, each start resume from there, and the run end with a steps.csv byte-identical to the
-reference's, leaving no process behind. To land mid-epoch however slowly SLURM answers on a busy machine, the training
-is paused (SIGSTOP) at step 20 of the epoch until the stop has reached the job, then let go. The requeue delay SLURM puts on a requeued job (Reason=BeginTime) is released
-with ``scontrol update starttime=now``. The six jobs share the cluster (two 16-CPU nodes; the scripts ask for 8 per
-node) and are driven together.
-Last: a ``sweep.py --slurm --submit`` array job on the cluster.
+reference's, leaving no process behind. To land mid-epoch however slowly SLURM answers on a busy machine, the
+training is paused (SIGSTOP) at step 20 of the epoch until the stop has reached the job, then let go. The requeue
+delay SLURM puts on a requeued job (Reason=BeginTime) is released with ``scontrol update starttime=now``. The six
+jobs share the cluster (two 16-CPU nodes; the scripts ask for 8 per node) and are driven together. Last: a
+``sweep.py --slurm --submit`` array job on the cluster.
 """
 from __future__ import annotations
 
@@ -59,10 +59,9 @@ class Cluster:
         self.env.update(SLURM_CONF=str(self.conf), AUTOWU_PYTHON=sys.executable, AUTOWU_CLUSTER_ENV=str(empty),
                         PYTHONPATH=str(ROOT))
 
-    def cmd(self, *argv: str, check: bool = True, **env: str) -> str:
+    def cmd(self, *argv: str, **env: str) -> str:
         done = subprocess.run(argv, cwd=ROOT, env=dict(self.env, **env), capture_output=True, text=True, timeout=60)
-        if check:
-            assert done.returncode == 0, f"{' '.join(argv)}: {done.stdout}{done.stderr}"
+        assert done.returncode == 0, f"{' '.join(argv)}: {done.stdout}{done.stderr}"
         return done.stdout
 
     def sbatch(self, script: str, run: Path, *options: str, **env: str) -> str:
