@@ -28,7 +28,7 @@ import autowu
 from framework.checkpoint import (check_resumable, load_checkpoint, resume_path, rng_state, save_checkpoint,
                                   seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
-from framework.distributed import DistInfo, cleanup, init_distributed
+from framework.distributed import DistInfo, barrier, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
 from framework.logger import RunLogger
 from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
@@ -268,6 +268,16 @@ def main(args: argparse.Namespace) -> int:
                             rng_per_rank=rngs,
                             extra={"loop": state.to_dict()})
 
+    def preempted(batch_index: int) -> int:  # SIGTERM/SIGUSR1: save where the epoch is, exit for the requeued job
+        state.elapsed_s += time.perf_counter() - process_start
+        save(os.path.join(args.output, "last.pt"), batch_index)
+        logger.log_event({"type": "preempted", "epoch": state.epoch, "step": state.step, "signal": stop.signal,
+                          "batch_index": batch_index})
+        logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
+                    "requeued job resumes from it")
+        barrier(info)  # no rank exits before rank 0 has written: an exit ends the others (srun --kill-on-bad-exit)
+        return 0
+
     stop = StopFlag()
     stop.install()
     try:
@@ -286,13 +296,7 @@ def main(args: argparse.Namespace) -> int:
                                      max_steps=args.smoke or None, total_steps=total_steps)
             start_batch = 0
             if result.status == "preempted":
-                state.elapsed_s += time.perf_counter() - process_start
-                save(os.path.join(args.output, "last.pt"), result.batch_index)
-                logger.log_event({"type": "preempted", "epoch": epoch, "step": state.step, "signal": stop.signal,
-                                  "batch_index": result.batch_index})
-                logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
-                            "requeued job resumes from it")
-                return 0
+                return preempted(result.batch_index)
             if result.status == "diverged":
                 status = "diverged"
                 logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
@@ -306,7 +310,10 @@ def main(args: argparse.Namespace) -> int:
                       "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
                       "epoch_time": result.seconds, "images_per_s": images_per_s}
             if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
-                record.update(evaluate(model, data.val, amp, info, args.channels_last))
+                metrics = evaluate(model, data.val, amp, info, args.channels_last, stop=stop)
+                if metrics.get("stopped"):  # signal during validation: the resumed run validates this epoch
+                    return preempted(result.batch_index)
+                record.update(metrics)
                 state.final_top1, state.final_top5 = record["top1"], record["top5"]
                 if record["top1"] is not None and (state.best_top1 is None or record["top1"] > state.best_top1):
                     state.best_top1, state.best_top5, state.best_epoch = record["top1"], record["top5"], epoch

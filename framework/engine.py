@@ -255,12 +255,17 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val: Iterable, amp: AmpGrad, info: DistInfo, channels_last: bool = False) -> dict:
-    """Validation loss (plain cross-entropy), top-1 and top-5 (%) over every rank's shard."""
+def evaluate(model: nn.Module, val: Iterable, amp: AmpGrad, info: DistInfo, channels_last: bool = False,
+             stop: Optional[StopFlag] = None) -> dict:
+    """Validation loss (plain cross-entropy), top-1 and top-5 (%) over every rank's shard. With ``stop``: when it is
+    raised on any rank (checked before every batch), return ``{"stopped": True}`` at once, so a preempted run saves
+    within one validation batch of the signal."""
     model.eval()
     device = info.device
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits, samples
     for x, y in val:
+        if stop is not None and any_rank(stop.raised, info):
+            return {"stopped": True}
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if channels_last and x.ndim == 4:

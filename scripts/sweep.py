@@ -50,7 +50,7 @@ TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
 TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks"}
 CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK", "AUTOWU_TIME",
-                "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS")
+                "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS", "AUTOWU_GRES")
 
 
 class TableError(ValueError):
@@ -376,12 +376,13 @@ def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, e
               f"%{settings['AUTOWU_MAX_PARALLEL']}" if settings.get("AUTOWU_MAX_PARALLEL") else ""),
               f"--nodes={nodes}", "--ntasks-per-node=1", "--requeue", "--signal=B:USR1@90", "--open-mode=append",
               f"--output={log_dir}/%x_%A_%a.out"]
-    for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time"),
-                     ("AUTOWU_CPUS_PER_TASK", "cpus-per-task")):
+    for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time")):
         if settings.get(key):
             header.append(f"--{opt}={settings[key]}")
-    if gpus:
-        header.append(f"--gres=gpu:{gpus}")
+    header.append(f"--cpus-per-task={settings.get('AUTOWU_CPUS_PER_TASK') or 8}")  # as the sbatch scripts ask
+    gres = settings.get("AUTOWU_GRES") or (f"gpu:{gpus}" if gpus else "none")  # "none": a cluster without GPUs
+    if gres != "none":
+        header.append(f"--gres={gres}")
     header += shlex.split(settings.get("AUTOWU_SBATCH_ARGS", ""))
     launcher = "multi_node.sbatch" if nodes > 1 else "single_node.sbatch"
     lines = ["#!/bin/bash", "# Written by scripts/sweep.py: one array task per run; re-running the sweep skips "

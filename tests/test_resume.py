@@ -100,6 +100,32 @@ def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
     assert_same_run(run, reference)
 
 
+def test_sigterm_during_validation_saves_within_a_batch_and_validates_after_the_resume(tmp_path, reference):
+    run = tmp_path / "run"
+    args = [*ARGS, "--synthetic-val-size", "4096", "--val-batch-size", "8", "--output", str(run)]  # 512 val batches
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(train_cmd(*args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    proc = start()
+    wait_for(lambda: rows_written(run) >= STEPS_PER_EPOCH, proc)  # epoch 0 trained: its validation is next
+    proc.send_signal(signal.SIGTERM)
+    finish(proc)
+    saved = [e for e in read_jsonl(run / "events.jsonl") if e["type"] == "preempted"]
+    # saved at the end of epoch 0's training, before its validation finished (not after a step of epoch 1)
+    assert [(e["step"], e["batch_index"]) for e in saved] == [(STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)]
+    assert read_jsonl(run / "epochs.jsonl") == []
+    out = finish(start())
+    assert "micro-batch 128" in out
+    epochs = read_jsonl(run / "epochs.jsonl")
+    assert [e["epoch"] for e in epochs] == [0, 1] and all(e["val_loss"] is not None for e in epochs)
+    a, b = read_steps(run), read_steps(reference)
+    assert [(r["step"], r["lr"], r["loss"]) for r in a] == [(r["step"], r["lr"], r["loss"]) for r in b]
+    wa, wb = final_weights(run), final_weights(reference)
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)
+
+
 def test_resume_refuses_a_changed_config_and_none_starts_afresh(tmp_path, capsys):
     from conftest import TINY, run_inprocess
     run = tmp_path / "run"

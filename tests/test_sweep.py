@@ -131,6 +131,22 @@ def test_slurm_array_lists_only_pending_runs_and_cluster_settings(tmp_path, monk
     assert "scripts/slurm/multi_node.sbatch" in script
 
 
+@pytest.mark.parametrize("settings, gres, cpus", [
+    ({"AUTOWU_GPUS_PER_NODE": "4"}, "--gres=gpu:4", "--cpus-per-task=8"),
+    ({"AUTOWU_GPUS_PER_NODE": "2", "AUTOWU_GRES": "none", "AUTOWU_CPUS_PER_TASK": "3"}, None, "--cpus-per-task=3"),
+    ({"AUTOWU_GPUS_PER_NODE": "2", "AUTOWU_GRES": "gpu:a100:2"}, "--gres=gpu:a100:2", "--cpus-per-task=8"),
+    ({}, None, "--cpus-per-task=8"),
+])
+def test_slurm_array_asks_for_gpus_only_when_the_cluster_has_them_and_always_for_cpus(tmp_path, parser, settings,
+                                                                                       gres, cpus):
+    table = write_table(tmp_path, f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{sched: baseline}}}}\n")
+    runs = sweep.expand(sweep.load_table(str(table)), runs_dir=str(tmp_path / "runs"))
+    header = [line.split(" ", 1)[1] for line in sweep.slurm_script(runs, parser, 1, [], settings, "t", str(tmp_path))
+              .splitlines() if line.startswith("#SBATCH ")]
+    assert [h for h in header if h.startswith("--gres")] == ([gres] if gres else [])
+    assert [h for h in header if h.startswith("--cpus-per-task")] == [cpus]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the batch scripts, with fake SLURM commands and a fake trainer
 
@@ -138,6 +154,7 @@ FAKE_TRAINER = """#!/bin/bash
 # stands for `python -m torch.distributed.run ... train.py ARGS`: records its argv, then waits; on SIGTERM it
 # "saves and exits 0" like train.py
 echo "$@" > "$FAKE_LOG/trainer_argv"
+echo $$ > "$FAKE_LOG/trainer_pid"
 trap 'echo term > "$FAKE_LOG/trainer_got"; exit 0' TERM
 touch "$FAKE_LOG/trainer_started"
 if [[ -n ${FAKE_FINISH:-} ]]; then exit 0; fi
@@ -152,8 +169,14 @@ def fake_slurm(tmp_path):
     bin_dir.mkdir()
     log.mkdir()
     (bin_dir / "faketrain").write_text(FAKE_TRAINER)
-    (bin_dir / "scontrol").write_text('#!/bin/bash\nif [[ $1 == show ]]; then printf "gpu-a17\\ngpu-a18\\n"; '
+    (bin_dir / "scontrol").write_text('#!/bin/bash\nif [[ "$1 $2" == "show hostnames" ]]; then printf "gpu-a17\\ngpu-a18\\n"; '
+                                      'elif [[ "$1 $2" == "show node" ]]; then echo "NodeName=$3 Arch=x86_64 CoresPerSocket=8"; '
+                                      'echo "   NodeAddr=10.1.0.17 NodeHostName=$3 Version=22.05.8"; '
                                       'else echo "$@" >> "$FAKE_LOG/scontrol"; fi\n')
+    # scancel --signal=TERM JOBID: SIGTERM to the job's steps, i.e. to the trainer
+    (bin_dir / "scancel").write_text('#!/bin/bash\necho "$@" >> "$FAKE_LOG/scancel"\n'
+                                     'kill -TERM "$(cat "$FAKE_LOG/trainer_pid")"\n')
+    (bin_dir / "squeue").write_text('#!/bin/bash\necho "${FAKE_TIME_LIMIT:-1-00:00:00}"\n')
     # srun: drop its own options, run the command (one node's worth)
     (bin_dir / "srun").write_text('#!/bin/bash\necho "$@" > "$FAKE_LOG/srun_argv"\n'
                                   'while [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
@@ -181,19 +204,23 @@ def wait_for(path: Path, timeout: float = 30.0) -> None:
 
 def test_multi_node_builds_the_torchrun_rendezvous_and_requeues_on_usr1(fake_slurm):
     env, log, tmp = fake_slurm
+    env["SLURM_CPUS_PER_TASK"] = "6"
     proc = start("multi_node.sbatch", env, tmp / "run")
     wait_for(log / "trainer_started")
     argv = (log / "trainer_argv").read_text().split()
     assert argv[:2] == ["-m", "torch.distributed.run"]
     joined = " ".join(argv)
-    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 4242 --rdzv_backend c10d --rdzv_endpoint gpu-a17:29500" in joined
+    # the rendezvous is on the first node's NodeAddr (its name need not resolve)
+    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 4242 --rdzv_backend c10d --rdzv_endpoint 10.1.0.17:29500" in joined
     # data root from the cluster file first, so the run's own --data-dir would win; then the run's flags
     assert joined.endswith(f"train.py --data-dir /datasets --config {BASE} --output {tmp / 'run'}")
     proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@90 does before the time limit
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert (log / "trainer_got").read_text().strip() == "term"  # the trainer was asked to save and stop
+    assert (log / "scancel").read_text().split() == ["--signal=TERM", "4242"]  # through the steps, not srun
     assert (log / "scontrol").read_text().split() == ["requeue", "4242"]
+    assert "--cpus-per-task=6" in (log / "srun_argv").read_text()  # srun (22.05) does not inherit sbatch -c
 
 
 def test_single_node_finishing_run_is_not_requeued_and_env_beats_file(fake_slurm):
@@ -204,6 +231,15 @@ def test_single_node_finishing_run_is_not_requeued_and_env_beats_file(fake_slurm
     assert proc.returncode == 0, out
     assert "--standalone --nnodes 1 --nproc_per_node 2 train.py" in (log / "trainer_argv").read_text()
     assert not (log / "scontrol").exists()
+
+
+@pytest.mark.parametrize("limit, warned", [("5:00", True), ("9:59", True), ("10:00", False), ("1-00:00:00", False),
+                                            ("UNLIMITED", False)])
+def test_a_time_limit_under_ten_minutes_is_warned_about(fake_slurm, limit, warned):
+    env, log, tmp = fake_slurm
+    env.update(FAKE_FINISH="1", FAKE_TIME_LIMIT=limit)
+    out, _ = start("single_node.sbatch", env, tmp / "run").communicate(timeout=20)
+    assert (f"--time {limit} is under 10 minutes" in out) == warned, out
 
 
 def test_a_failing_run_fails_the_job(fake_slurm):

@@ -7,11 +7,23 @@
 #   AUTOWU_SETUP          shell code run first on the batch node (module load ..., source .venv/bin/activate)
 #   AUTOWU_PYTHON         interpreter for torchrun (default: python)
 #   AUTOWU_MASTER_PORT    c10d rendezvous port on the first node (default: 29500)
+#   AUTOWU_CPUS_PER_TASK  CPUs per node the job should have (sbatch -c; the scripts ask for 8 unless told): a
+#                         warning when the job got another number
+#   AUTOWU_SHUTDOWN_TIMEOUT  seconds torchrun waits for its workers to save after SIGTERM (default: 300)
 #
 # Preemption and time limit: the scripts ask SLURM for --signal=B:USR1@90 (USR1 to this batch shell 90 s before the
-# end) and --requeue. On USR1 we send SIGTERM to the launcher (srun forwards it to torchrun on every node; torchrun
-# forwards SIGTERM to its workers; SIGUSR1 it would not forward). train.py then saves last.pt and exits 0; we requeue
-# the job, and the requeued job resumes from <output>/last.pt (train.py's --resume auto).
+# end) and --requeue. What happens on each signal:
+#   USR1 to the batch shell (time limit, `scancel --signal=USR1 --batch`): we send SIGTERM to the training: to
+#     torchrun directly (single node), or to every step of the job with `scancel --signal=TERM $SLURM_JOB_ID`
+#     (several nodes; srun itself would turn a SIGTERM into a kill of the whole step). torchrun forwards SIGTERM to
+#     its workers; train.py saves last.pt within one training step or validation batch and exits 0; we requeue the
+#     job, and the requeued job resumes from <output>/last.pt (train.py's --resume auto).
+#   USR1 to every process (`scancel --signal=USR1 --full`): torchrun runs with USR1 ignored (it has no handler and
+#     would die, leaving its workers behind), the workers save and exit, the batch shell requeues as above.
+#   SIGTERM to every process (`scontrol requeue`, `scancel`, preemption with GraceTime): torchrun forwards it, the
+#     workers save and exit; SLURM requeues (or ends) the job. The save must finish within the cluster's KillWait.
+# torchrun gets TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$AUTOWU_SHUTDOWN_TIMEOUT (a torchrun with --shutdown-timeout reads
+# it; older ones kill the workers 30 s after SIGTERM), so a save is not cut short.
 set -euo pipefail
 
 AUTOWU_ROOT=${AUTOWU_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
@@ -31,6 +43,12 @@ autowu_load_settings() {
     GPUS_PER_NODE=${AUTOWU_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
     PYTHON=${AUTOWU_PYTHON:-python}
     MASTER_PORT=${AUTOWU_MASTER_PORT:-29500}
+    export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${AUTOWU_SHUTDOWN_TIMEOUT:-${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}}
+    if [[ -n ${AUTOWU_CPUS_PER_TASK:-} && -n ${SLURM_CPUS_PER_TASK:-} &&
+          $AUTOWU_CPUS_PER_TASK != "$SLURM_CPUS_PER_TASK" ]]; then
+        echo "[autowu] warning: the job has $SLURM_CPUS_PER_TASK CPUs per node, AUTOWU_CPUS_PER_TASK asks for" \
+             "$AUTOWU_CPUS_PER_TASK: submit with sbatch -c $AUTOWU_CPUS_PER_TASK" >&2
+    fi
     eval "${AUTOWU_SETUP:-}"
 }
 
@@ -51,14 +69,41 @@ autowu_train_args() {
     fi
 }
 
+# Minimum --time: USR1 comes 90 s before the limit, up to ~30 s earlier still (slurmctld checks limits twice a minute),
+# and a requeued job starts by loading data and the checkpoint; a shorter job spends most of its time starting and
+# stopping, and one of 2 minutes or less is told to stop within 30 s of its start.
+AUTOWU_MIN_TIME_MINUTES=10
+
+# autowu_check_time_limit: one warning line when the job's time limit is under AUTOWU_MIN_TIME_MINUTES.
+autowu_check_time_limit() {
+    local limit minutes
+    limit=$(squeue -h -j "${SLURM_JOB_ID:-}" -o %l 2>/dev/null | head -n1) || return 0
+    minutes=$(awk -v t="$limit" 'BEGIN {
+        if (t !~ /^[0-9:-]+$/) { print -1; exit }
+        d = 0; if (index(t, "-")) { split(t, a, "-"); d = a[1]; t = a[2] }
+        n = split(t, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]   # [H:]M:SS
+        print int((d * 86400 + s) / 60) }')
+    if (( minutes >= 0 && minutes < AUTOWU_MIN_TIME_MINUTES )); then
+        echo "[autowu] warning: --time $limit is under $AUTOWU_MIN_TIME_MINUTES minutes: USR1 comes up to ~2 minutes" \
+             "before the end, so little time is left for training between a start and a save" >&2
+    fi
+}
+
+# The launcher runs with SIGUSR1 ignored: torchrun has no USR1 handler and would die of it (`scancel --signal=USR1
+# --full`), leaving its workers running; the workers install their own handler, so they still get it.
+IGNORE_USR1=(bash -c 'trap "" USR1; exec "$@"' ignore-usr1)
+
 # autowu_run_requeueable CMD...: run CMD in the background; on USR1 stop it cleanly and requeue this job.
+# AUTOWU_STOP_STEPS=1 (multi_node.sbatch): stop it by sending SIGTERM to the job's steps rather than to CMD (srun).
 autowu_run_requeueable() {
     local preempted=0 child="" rc
-    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null || true' USR1
+    trap 'preempted=1; echo "[autowu] $(date +%T) USR1: time limit or preemption; asking training to save and stop"
+          autowu_stop "$child"' USR1
     echo "[autowu] $(date +%T) job ${SLURM_JOB_ID:-?} on $(hostname): $*"
-    "$@" &
+    autowu_check_time_limit
+    "${IGNORE_USR1[@]}" "$@" &
     child=$!
-    if (( preempted )); then kill -TERM "$child" 2>/dev/null || true; fi   # USR1 came before $! was known
+    if (( preempted )); then autowu_stop "$child"; fi   # USR1 came before $! was known
     while :; do
         rc=0; wait "$child" || rc=$?
         kill -0 "$child" 2>/dev/null || break   # wait returns early when the trap runs; keep waiting for the child
@@ -71,9 +116,23 @@ autowu_run_requeueable() {
             return 0
         fi
         echo "[autowu] $(date +%T) training exited with $rc; requeueing job ${SLURM_JOB_ID}"
-        scontrol requeue "$SLURM_JOB_ID"
-        return 0
+        local try
+        for try in 1 2 3; do  # a busy slurmctld may time out an RPC
+            if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
+            echo "[autowu] $(date +%T) scontrol requeue $SLURM_JOB_ID failed (try $try of 3)" >&2
+            sleep 5
+        done
+        return 1
     fi
     echo "[autowu] $(date +%T) training exited with $rc"
     return "$rc"
+}
+
+# autowu_stop PID: ask the training to save and stop (SIGTERM; see the top of this file).
+autowu_stop() {
+    if [[ ${AUTOWU_STOP_STEPS:-0} == 1 ]]; then
+        scancel --signal=TERM "$SLURM_JOB_ID" || true   # every step of the job, not this batch shell
+    elif [[ -n $1 ]]; then
+        kill -TERM "$1" 2>/dev/null || true
+    fi
 }
