@@ -16,20 +16,22 @@ import csv
 import json
 import os
 import sys
-from collections import Counter
 from typing import Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import ROOT, Block, Run, Table, TableError, expand, load_table  # noqa: E402
+from sweep import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table  # noqa: E402
+from sweep import steps_per_epoch as run_steps_per_epoch  # noqa: E402
 
 MAX_POINTS = 400
 
 
 def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
-    """steps.csv as arrays ``epoch`` (fractional: (step + 1) / steps per epoch), ``lr``, ``loss``; None if absent."""
-    path = os.path.join(ROOT, run.output, "steps.csv")
+    """steps.csv as arrays ``epoch`` (fractional: (step + 1) / steps per epoch), ``lr``, ``loss``; None if absent.
+    Reads the run directory, or the committed record (results/runs/, steps.csv decimated) when only that exists;
+    steps per epoch come from results.json when it has them."""
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if not os.path.isfile(path):
         return None
     steps, epochs, lrs, losses = [], [], [], []
@@ -41,7 +43,11 @@ def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
             losses.append(float(rec["loss"]))
     if not steps:
         return None
-    steps_per_epoch = max(Counter(epochs).values())
+    try:
+        result = run.results()
+    except ResultsError:
+        result = None
+    steps_per_epoch = run_steps_per_epoch(result, epochs)
     return {"epoch": (np.asarray(steps) + 1) / steps_per_epoch, "lr": np.asarray(lrs), "loss": np.asarray(losses),
             "steps_per_epoch": steps_per_epoch}
 
@@ -53,7 +59,7 @@ def switch_epoch(switch: dict, steps: dict) -> float:
 
 def read_json(run: Run, name: str) -> list[dict]:
     """A run's JSON-lines file (epochs.jsonl, events.jsonl) or its results.json as a one-element list."""
-    path = os.path.join(ROOT, run.output, name)
+    path = os.path.join(os.path.dirname(run.results_path), name)
     if not os.path.isfile(path):
         return []
     with open(path) as f:
@@ -88,19 +94,23 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     import matplotlib.pyplot as plt
 
     nrows = 3 if val else 2
-    logged = {c.key for c in block.columns for r in runs
-              if r.column == c.key and r.row in rows and os.path.isfile(os.path.join(ROOT, r.output, "steps.csv"))}
+    logged = {c.key for c in block.columns for r in runs if r.column == c.key and r.row in rows
+              and os.path.isfile(os.path.join(os.path.dirname(r.results_path), "steps.csv"))}
     columns = [c for c in block.columns if c.key in logged]  # columns with no run yet are left out
     if not columns:
         return None
     fig, axes = plt.subplots(nrows, len(columns), figsize=(max(3.6 * len(columns), 9.0), 2.6 * nrows),
                              squeeze=False, sharex="col")
     colors = {row: f"C{i}" for i, row in enumerate(rows)}
-    widths = {row: max(0.8, 2.4 - 0.5 * i) for i, row in enumerate(rows)}  # identical curves stay visible
+    # identical stretches (AutoWU's warmup is the same for every decay) stay visible as interleaved dashes of
+    # colours that are in the legend, not as one blended colour
+    widths = {row: max(0.9, 2.2 - 0.4 * i) for i, row in enumerate(rows)}
+    styles = {row: ["-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2))][i % 4] for i, row in enumerate(rows)}
     drew = False
     for j, col in enumerate(columns):
         ax_lr, ax_loss = axes[0, j], axes[1, j]
-        first_losses = []
+        first_losses: list[float] = []
+        loss_values: list[float] = []
         for row in rows:
             cell = [r for r in runs if r.row == row and r.column == col.key]
             logs = [(r, read_steps(r)) for r in cell]
@@ -110,12 +120,13 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
             drew = True
             c = colors[row]
             x, m, s = seed_band([binned(st["epoch"], st["lr"], reduce="first") for _, st in logs])
-            ax_lr.plot(x, m, color=c, label=row, lw=widths[row])
+            ax_lr.plot(x, m, color=c, label=row, lw=widths[row], ls=styles[row])
             ax_lr.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             x, m, s = seed_band([binned(st["epoch"], st["loss"]) for _, st in logs])
-            ax_loss.plot(x, m, color=c, label=row, lw=widths[row])
+            ax_loss.plot(x, m, color=c, label=row, lw=widths[row], ls=styles[row])
             ax_loss.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             first_losses += [v for v in m[:1] if np.isfinite(v)]
+            loss_values += [v for v in m if np.isfinite(v)]
             for r, _ in logs:
                 result = read_json(r, "results.json")
                 switch = result[0].get("switch") if result else None
@@ -137,8 +148,10 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
                     x, m, s = seed_band(curves)
                     axes[2, j].plot(x, m, color=c, label=row, lw=1.0, marker=".", ms=3)
                     axes[2, j].fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
-        cap = 3 * max(first_losses, default=np.inf)  # a diverged run would flatten every other curve
-        if ax_loss.get_ylim()[1] > cap:
+        # a diverged run or one spike (a loss of 30 where training starts at 2.3) would flatten every other curve:
+        # the axis stops at 1.5x the largest starting loss (cross-entropy starts near its largest sensible value)
+        cap = 1.5 * max(first_losses, default=np.inf)
+        if loss_values and max(loss_values) > cap:
             ax_loss.set_ylim(0, cap)  # training losses (cross-entropy) are non-negative
             ax_loss.text(0.98, 0.95, "diverging losses clipped", transform=ax_loss.transAxes, ha="right",
                          va="top", fontsize=7, color="0.4")

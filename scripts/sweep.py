@@ -34,6 +34,7 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     overrides: {epochs: 10}                  # flags for every run of the table (or block)
     cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
     figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default
+    paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
 Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
@@ -61,7 +62,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
-TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside"}
 RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (see export_record)
 RECORD_FILES = ("args.yaml", "env.json", "results.json", "epochs.jsonl", "events.jsonl")
 RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most about this many rows
@@ -135,6 +136,7 @@ class Table:
     paper: Optional[str]
     metric: str
     blocks: list[Block]
+    paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
 
 
 @dataclass
@@ -305,9 +307,18 @@ def load_table(name_or_path: str) -> Table:
                   for n, b in blocks_spec.items()]
     else:
         raise TableError(f"{path}: blocks must be a non-empty mapping {{block name: {{...}}}}")
+    beside = spec.get("paper-beside")
+    if beside is not None:
+        if not (isinstance(beside, dict) and isinstance(beside.get("csv"), str)
+                and os.path.isfile(os.path.join(ROOT, beside["csv"]))):
+            raise TableError(f"{path}: paper-beside must be a mapping with csv: an existing results/paper/*.csv "
+                             f"(and optionally block, label, baseline), got {beside!r}")
+        unknown = set(beside) - {"csv", "block", "label", "baseline"}
+        if unknown:
+            raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
-                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks)
+                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks, paper_beside=beside)
 
 
 def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
