@@ -482,12 +482,20 @@ def log_failure(run: Run, rc: int, why: str, tail: list[str]) -> None:
 
 
 def order_runs(runs: list[Run], order: str) -> list[Run]:
-    """``table``: table order (block, row, column, seed); ``seed``: seed-major — the first seed of every cell before
-    any cell's second seed, so that a sweep cut short has covered the whole table once."""
+    """``table``: table order (block, row, column, seed). ``seed``: the most informative runs first — seed-major
+    (every cell's first seed before any cell's second seed, so a sweep cut short has covered the whole table once),
+    and within a seed the columns from the outside in (largest, smallest, next largest, ...: the two ends of a batch
+    sweep, where the large-batch gap shows, come first), rows in table order within a column."""
     if order == "table":
         return list(runs)
     seeds = sorted({r.seed for r in runs})
-    return sorted(runs, key=lambda r: seeds.index(r.seed))  # stable: table order within a seed
+    columns = list(dict.fromkeys(r.column for r in runs))
+    inward = []
+    while columns:
+        inward.append(columns.pop())
+        if columns:
+            inward.append(columns.pop(0))
+    return sorted(runs, key=lambda r: (seeds.index(r.seed), inward.index(r.column)))  # stable: rows keep order
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -650,7 +658,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="--local: CPU threads in all (default: $OMP_NUM_THREADS, else the CPU count)")
     p.add_argument("--order", choices=["table", "seed"], default="table",
-                   help="--local/--slurm: run order; seed = every cell's first seed before any second seed")
+                   help="--local/--slurm: run order; seed = every cell's first seed before any second seed, "
+                        "columns from the outside in (largest batch, smallest, ...)")
     p.add_argument("--nodes", type=int, default=1, help="--slurm: nodes per run (>1 uses multi_node.sbatch)")
     p.add_argument("--rerun-stale", action="store_true",
                    help="runs finished with settings the table no longer asks for: move them to OUTPUT.stale-TIME "
@@ -682,7 +691,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"[sweep] {table.name}: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} pending"
           + (f" ({len(stale)} of them stale: finished with other settings)" if stale else ""))
     if args.dry_run:
-        for r in runs:
+        for r in order_runs(runs, args.order):
             state = ("stale  " if r.name in stale else "done   " if r.done else "failed " if r.name in failed
                      else "pending")
             over = " ".join(f"{k}={v}" for k, v in r.overrides.items())
