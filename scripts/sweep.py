@@ -454,8 +454,9 @@ def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extr
                     sys.stdout.flush()
             rc = proc.wait()
         if rc != 0 or not run.done:
-            why = run.problem or ("no results.json was written" if rc == 0 else f"exit code {rc}")
-            log_failure(run, rc, why, list(tail))
+            why = "; ".join(w for w in (f"exit code {rc}" if rc else "exit code 0 but no results.json",
+                                        run.problem) if w)
+            log_failure(run, why, list(tail))
             with lock:
                 print(f"[sweep] {run.name} failed ({why}); see {run.output}/train.log", flush=True)
                 failed.append(run.name)
@@ -468,14 +469,14 @@ def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extr
     return len(failed)
 
 
-def log_failure(run: Run, rc: int, why: str, tail: list[str]) -> None:
+def log_failure(run: Run, why: str, tail: list[str]) -> None:
     """Append a failed attempt's exit code and last output lines to the run's own train.log."""
     out = os.path.join(ROOT, run.output)
     try:
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "train.log"), "a") as f:
             stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-            f.write(f"{stamp} [sweep] this attempt failed ({why}, exit code {rc}); its last output lines:\n")
+            f.write(f"{stamp} [sweep] this attempt failed ({why}); its last output lines:\n")
             f.writelines(f"    {line}\n" for line in tail)
     except OSError as e:  # a run directory that cannot be written: the console message is all there is
         print(f"[sweep] cannot append to {out}/train.log: {e}", file=sys.stderr)
