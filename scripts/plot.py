@@ -4,6 +4,10 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py table1                       # results/figures/table1_<block>.png, one per block (Figure 2)
     python scripts/plot.py fashion_mnist --val          # results/figures/fashion_mnist.png with a top-1 row
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
+    python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
+
+With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
+the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
 
 Lines are the mean over seeds with the standard deviation shaded (as in the paper's Figure 2); the loss is averaged
 over bins of consecutive steps so that long runs stay readable. The switch is a dashed vertical line at the epoch
@@ -180,15 +184,77 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     return fig
 
 
-def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out: str, val: bool = False) -> bool:
-    """Draw one block's panels to the PNG ``out``; returns False (and writes nothing) if no run has logged steps."""
+def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str]):
+    """Figure 2's message as one panel: the LR each schedule decays from against the batch size (log-log; AutoWU: its
+    η_t*, labelled with the switch epoch; the baseline: its hand-set peak), mean ± std over seeds, with the
+    square-root rule drawn through each AutoWU row's smallest-batch point. None if no run decayed yet or the columns
+    are not batch sizes."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig = draw_block(table, block, runs, rows, val)
-    if fig is None:
-        return False
+    from collect import decay_start, read_result  # one home for "the LR a run decayed from"
+
+    batch = {c.key: c.overrides.get("batch-size") for c in block.columns}
+    if not all(isinstance(b, int) for b in batch.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    drew = False
+    for i, row in enumerate(rows):
+        xs, ms, ss, eps = [], [], [], []
+        for c in block.columns:
+            got = []
+            for r in runs:
+                if r.row == row and r.column == c.key:
+                    result = read_result(r)
+                    start = decay_start(r, result) if result else None
+                    if start:
+                        got.append(start)
+            if got:
+                xs.append(batch[c.key])
+                ms.append(float(np.mean([g[0] for g in got])))
+                ss.append(float(np.std([g[0] for g in got])))
+                eps.append(float(np.mean([g[1] for g in got])))
+        if not xs:
+            continue
+        drew = True
+        autowu = row.startswith("autowu")
+        ax.errorbar(xs, ms, yerr=ss, color=f"C{i}", marker="o" if autowu else "s", ms=5, capsize=3, lw=1.2,
+                    label=row + (" (η_t*, label: switch epoch)" if autowu else " (peak LR)"))
+        if autowu:
+            for x, m, e in zip(xs, ms, eps):
+                ax.annotate(f"ep {e:.0f}", (x, m), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                            color=f"C{i}")
+            grid = np.geomspace(min(batch.values()), max(batch.values()), 50)
+            ax.plot(grid, ms[0] * np.sqrt(grid / xs[0]), color=f"C{i}", ls=":", lw=1.0,
+                    label=f"√B rule through {row}'s {xs[0]} point")
+    if not drew:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(batch.values()), [c.header for c in sorted(block.columns, key=lambda c: batch[c.key])])
+    ax.set_xlabel(block.column_header.lower())
+    ax.set_ylabel("LR the decay starts from")
+    ax.grid(alpha=0.3, lw=0.5, which="both")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(table.title + (f" — {block.label}" if block.name else ""), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, out: str) -> None:
+    import matplotlib.pyplot as plt
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
+
+
+def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out: str, val: bool = False) -> bool:
+    """Draw one block's panels to the PNG ``out``; returns False (and writes nothing) if no run has logged steps."""
+    fig = draw_block(table, block, runs, rows, val)
+    if fig is None:
+        return False
+    save(fig, out)
     return True
 
 
@@ -223,6 +289,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             wrote += 1
         else:
             print(f"[plot] {table.name} {block.name}: no run has logged steps yet under {args.runs_dir}; skipped")
+            continue
+        fig = draw_decay_start(table, block, runs, rows)
+        if fig is not None:
+            out = out[:-len(".png")] + "_decay_lr.png"
+            save(fig, out)
+            print(f"[plot] wrote {out}")
     return 0 if wrote else 1
 
 

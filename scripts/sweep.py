@@ -437,7 +437,8 @@ def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extr
             cmd = [sys.executable, "train.py"] + argv
         with lock:
             print(f"[sweep] ({i}/{len(runs)}) {run.name}\n[sweep] $ {shlex.join(cmd)}", flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(per_run), "MKL_NUM_THREADS": str(per_run)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(per_run), "MKL_NUM_THREADS": str(per_run),
+               "PYTHONUNBUFFERED": "1"}  # lines as they come, not in 8 kB blocks through the pipe
         tail: collections.deque = collections.deque(maxlen=40)
         prefix = f"[{run.name}] " if jobs > 1 else ""
         try:

@@ -270,3 +270,18 @@ def test_plot_keeps_curves_readable_despite_a_spike_and_shared_warmups(table, tm
     assert ax_loss.get_ylim()[1] <= 1.5 * 2.4 + 1e-9   # the 30 is clipped, the other curves keep the axis
     styles = {l.get_label(): l.get_linestyle() for l in ax_lr.get_lines() if not l.get_label().startswith("_")}
     assert styles["baseline"] != styles["autowu-cos"]
+
+
+def test_decay_start_figure_draws_the_sqrt_rule_through_the_smallest_batch(table, tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "tbl" / "autowu-cos_b256_s0", 90.0, switch_step=900)
+    write_run(runs / "tbl" / "autowu-cos_b4096_s0", 90.0, switch_step=950)
+    write_run(runs / "tbl" / "baseline_b256_s0", 90.0)
+    fig = plot.draw_decay_start(table, table.blocks[0], sweep.expand(table, str(runs)), ["baseline", "autowu-cos"])
+    ax = fig.axes[0]
+    rule = next(l for l in ax.get_lines() if l.get_label().startswith("√B rule"))
+    lr256 = 1e-5 * 1e5 ** (880 / 1000)
+    assert rule.get_ydata()[0] == pytest.approx(lr256) and rule.get_ydata()[-1] == pytest.approx(lr256 * 4)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert plot.draw_decay_start(table, table.blocks[0], sweep.expand(table, str(tmp_path / "none")), ["baseline"]) \
+        is None
