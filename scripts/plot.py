@@ -5,6 +5,7 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py fashion_mnist --val          # results/figures/fashion_mnist.png with a top-1 row
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
     python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
+    python scripts/plot.py paper_regime_grid --runs-dir results/runs --mark paper_regime   # Figure 5: grid + AutoWU
 
 With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
 the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
@@ -242,6 +243,63 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
     return fig
 
 
+def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str, Run]]):
+    """Figure 5's layout for a grid table whose columns set ``lr`` and rows ``warmup-epochs``: the metric per cell
+    (mean over seeds, colour and text), and each ``(label, run)`` of ``marks`` (AutoWU runs of another table at
+    the same batch) drawn at its (η_t*, switch epoch), placed between the grid's values (log LR, warmup epochs).
+    None if the table is not such a grid or no cell has finished."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from collect import decay_start, is_number, read_result
+
+    lrs = [c.overrides.get("lr") for c in block.columns]
+    warm = [o.get("warmup-epochs") for o in block.rows.values()]
+    if not all(isinstance(v, (int, float)) for v in lrs + warm):
+        return None
+    values = np.full((len(warm), len(lrs)), np.nan)
+    counts = np.zeros_like(values, dtype=int)
+    for i, row in enumerate(block.rows):
+        for j, c in enumerate(block.columns):
+            got = [read_result(r) for r in runs if r.row == row and r.column == c.key]
+            got = [float(x[table.metric]) for x in got if x and is_number(x.get(table.metric))]
+            if got:
+                values[i, j], counts[i, j] = float(np.mean(got)), len(got)
+    if not counts.any():
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    im = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
+    for i in range(len(warm)):
+        for j in range(len(lrs)):
+            text = f"{values[i, j]:.2f}" if counts[i, j] else "–"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="w" if counts[i, j] and values[i, j] < np.nanmean(values) else "k")
+    ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
+    ax.set_yticks(range(len(warm)), [f"{v:g}" for v in warm])
+    ax.set_xlabel("peak LR η_peak")
+    ax.set_ylabel("warmup epochs n_warmup")
+    fig.colorbar(im, ax=ax, label=f"{table.metric}")
+    for k, (label, run) in enumerate(marks):
+        result = read_result(run)
+        start = decay_start(run, result) if result else None
+        if not start:
+            continue
+        x = float(np.interp(np.log(start[0]), np.log(lrs), range(len(lrs)), left=np.nan, right=np.nan))
+        if not np.isfinite(x):  # outside the grid's LR range: extrapolate on the log scale
+            step = np.log(lrs[1] / lrs[0])
+            x = (np.log(start[0] / lrs[0]) / step) if start[0] < lrs[0] else len(lrs) - 1 + np.log(start[0] / lrs[-1]) / step
+        y = float(np.interp(start[1], warm, range(len(warm))))
+        top1 = result.get(table.metric)
+        ax.plot([x], [y], marker="*", ms=13, color=f"C{k + 1}", mec="k",
+                label=f"{label}: η_t* {start[0]:.3g}, switch ep {start[1]:.0f}"
+                      + (f", {top1:.2f}" if is_number(top1) else ""))
+    if marks:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False)
+    ax.set_title(table.title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, out: str) -> None:
     import matplotlib.pyplot as plt
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -266,6 +324,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--rows", nargs="+", help="schedules to draw (default: the table's figure rows)")
     p.add_argument("--val", action="store_true", help="add a row with the validation top-1 per epoch")
     p.add_argument("--out-dir", default=os.path.join(ROOT, "results", "figures"))
+    p.add_argument("--mark", metavar="TABLE",
+                   help="grid tables (columns set lr, rows warmup-epochs): mark the AutoWU runs of TABLE at the grid's "
+                        "batch size at their (η_t*, switch epoch), as the paper's Figure 5 does")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -284,6 +345,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs = expand(table, args.runs_dir, blocks=[block.name])
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         out = os.path.join(args.out_dir, name)
+        marks: list[tuple[str, Run]] = []
+        if args.mark:
+            try:
+                other = load_table(args.mark)
+            except TableError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            batch = {block.overrides.get("batch-size")}
+            marks = [(f"{r.row} s{r.seed}", r) for r in expand(other, args.runs_dir) if r.row.startswith("autowu")
+                     and r.overrides.get("batch-size") in batch]
+        grid = draw_grid(table, block, runs, marks)
+        if grid is not None:
+            save(grid, out)
+            print(f"[plot] wrote {out}")
+            wrote += 1
+            continue
         if plot_block(table, block, runs, rows, out, args.val):
             print(f"[plot] wrote {out}")
             wrote += 1

@@ -285,3 +285,26 @@ def test_decay_start_figure_draws_the_sqrt_rule_through_the_smallest_batch(table
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert plot.draw_decay_start(table, table.blocks[0], sweep.expand(table, str(tmp_path / "none")), ["baseline"]) \
         is None
+
+
+def test_grid_heatmap_marks_autowu_between_the_grid_values(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"title: g\nbase: {BASE}\noverrides: {{batch-size: 4096}}\ncolumn-header: peak LR\n"
+                    "columns: {lr0.002: {lr: 0.002}, lr0.004: {lr: 0.004}, lr0.008: {lr: 0.008}}\n"
+                    "rows: {wu8: {warmup-epochs: 8}, wu33: {warmup-epochs: 33}}\n")
+    table = sweep.load_table(str(grid))
+    runs = tmp_path / "runs"
+    write_run(runs / "grid" / "wu8_lr0.004_s0", 88.0)
+    write_run(runs / "grid" / "wu33_lr0.008_s0", 89.5)
+    auto = runs / "tbl" / "autowu-cos_b4096_s0"
+    write_run(auto, 89.0, switch_step=900)   # eta_t* = 1e-5 * 1e5^0.88 = 0.0251, switch after 900 / 50 = 18 epochs
+    mark = sweep.Run("tbl", "", "autowu-cos", "4096", 0, BASE, {"batch-size": 4096}, str(auto))
+    fig = plot.draw_grid(table, table.blocks[0], sweep.expand(table, str(runs)), [("autowu-cos s0", mark)])
+    ax = fig.axes[0]
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["88.00", "89.50", "–", "–", "–", "–"]
+    star = next(l for l in ax.get_lines() if l.get_marker() == "*")
+    eta = 1e-5 * 1e5 ** 0.88
+    assert star.get_xdata()[0] == pytest.approx(2 + math.log(eta / 0.008) / math.log(2))   # beyond 0.008, log scale
+    assert star.get_ydata()[0] == pytest.approx((18 - 8) / 25)                            # between 8 and 33 epochs
+    assert "switch ep 18" in star.get_label() and "89.00" in star.get_label()
