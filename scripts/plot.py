@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import sys
+import textwrap
 from typing import Optional
 
 import numpy as np
@@ -238,7 +239,7 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
     ax.set_ylabel("LR the decay starts from")
     ax.grid(alpha=0.3, lw=0.5, which="both")
     ax.legend(fontsize=7, frameon=False)
-    ax.set_title(table.title + (f" — {block.label}" if block.name else ""), fontsize=8)
+    ax.set_title(textwrap.fill(table.title + (f" — {block.label}" if block.name else ""), 90), fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -295,7 +296,7 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
                       + (f", {top1:.2f}" if is_number(top1) else ""))
     if marks:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False)
-    ax.set_title(table.title, fontsize=8)
+    ax.set_title(textwrap.fill(table.title, 90), fontsize=7)
     fig.tight_layout()
     return fig
 
