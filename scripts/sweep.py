@@ -424,7 +424,8 @@ def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extr
     (``OMP_NUM_THREADS``; on a GPU the runs share the device); returns the number that failed. A run's output is
     passed through (prefixed with its name when ``jobs > 1``); when it fails, its exit code and last lines are
     appended to its own ``train.log``, so the log never shows only an earlier attempt's lines."""
-    total_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")
+    total_threads = threads or (int(env_threads) if env_threads.isdigit() else 0) or os.cpu_count() or 1
     per_run = max(1, total_threads // max(jobs, 1))
     failed: list[str] = []
     lock = threading.Lock()
