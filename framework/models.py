@@ -10,6 +10,8 @@ efficientnet_b0, vit_small_patch16_224) are timm's own. Nothing is ever download
   fc 9216->128, dropout 0.5, fc 128->classes: the pytorch/examples MNIST net its footnote 10 points to).
 - ``fmnist_resnet``: a small ResNet for 1x28x28 inputs with BatchNorm, sized to train on a 2-core CPU
   (see scripts/bench_loader.py for the input side).
+- ``fmnist_mlp``: 784-512-512-10 with BatchNorm, the proxy of the 200-epoch paper-regime table
+  (results/paper_regime_protocol.md says why).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-__all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet"]
+__all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet", "MLP"]
 
 
 def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -40,7 +42,7 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ValueError(f"--model {args.model!r} is not a timm model nor one of ours (cifar_resnet18, wrn28_10, "
-                             "fmnist_cnn, fmnist_resnet); see timm.list_models()") from e
+                             "fmnist_cnn, fmnist_resnet, fmnist_mlp); see timm.list_models()") from e
         raise
 
 
@@ -208,3 +210,35 @@ def fmnist_resnet(pretrained: bool = False, **kwargs) -> SmallResNet:
     """Small ResNet for the project's Fashion-MNIST table (Table 1 shape on a CPU)."""
     _no_pretrained("fmnist_resnet", pretrained)
     return SmallResNet(**_unused_cfg(kwargs))
+
+
+class MLP(nn.Module):
+    """Flatten, then ``depth`` x (Linear without bias -> BatchNorm1d -> ReLU) of width ``width``, then a linear
+    classifier. The proxy network of results/paper_regime.md: fast enough on a CPU for the paper's 200-epoch budget
+    (Linear layers run as bf16 matrix products under ``--amp bf16``), BatchNorm makes each hidden layer's weight
+    scale-invariant as in the paper's ResNets (so AdamP's projection applies)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, width: int = 512,
+                 depth: int = 2, drop_rate: float = 0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        layers: list[nn.Module] = [nn.Flatten()]
+        cin = in_chans * img_size * img_size
+        for _ in range(depth):
+            layers += [nn.Linear(cin, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.drop_rate = drop_rate
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.fc(F.dropout(x, self.drop_rate, self.training) if self.drop_rate > 0 else x)
+
+
+@register_model
+def fmnist_mlp(pretrained: bool = False, **kwargs) -> MLP:
+    """784-512-512-10 MLP with BatchNorm for Fashion-MNIST (the 200-epoch paper-regime proxy on a CPU)."""
+    _no_pretrained("fmnist_mlp", pretrained)
+    return MLP(**_no_drop_path("fmnist_mlp", _unused_cfg(kwargs)))

@@ -3,11 +3,20 @@
     python scripts/collect.py table1                 # reads runs/table1/**/results.json, writes results/table1.md
     python scripts/collect.py fashion_mnist --runs-dir runs --out results/fashion_mnist.md
 
+    python scripts/collect.py paper_regime --runs-dir results/runs   # from the committed records alone
+
 Rows are schedules, columns batch sizes (or the table's columns); a cell is the mean (std) of the table's metric over
 the seeds that finished, with ``n=k/N`` when some are missing, the paper's number (results/paper/*.csv) and the
 difference ours - paper beside it, and ``missing`` for a cell with no finished run. A second table gives the LR each
 run decayed from and when (AutoWU: its switch entry; baseline: the peak of its logged LR), the quantity of the
-paper's Figure 2 and Figure 7.
+paper's Figure 2 and Figure 7; a third, for AutoWU's exponential warmup, how far the LR had grown past eta_t* when it
+switched. With ``paper-beside`` (a table key) the paper's cells of another setting are shown for the shape of the
+comparison (each row's difference to the baseline), never for the values.
+
+Nothing is lost: a results.json that cannot be read, or whose metric is not a number, is a *failed* run (the file is
+named on stderr; the cell says ``failed``); the page is not replaced by one with fewer finished runs unless
+``--force``; everything from a ``## ...hand-written...`` heading on is kept from the existing page; figures that
+scripts/plot.py made for the table are linked.
 """
 from __future__ import annotations
 
@@ -16,13 +25,18 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from collections import defaultdict
-from typing import Optional
+from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import ROOT, Run, Table, TableError, expand, load_table  # noqa: E402
+from sweep import (ROOT, ResultsError, Run, Table, TableError, expand, load_table,  # noqa: E402
+                   steps_per_epoch)
+
+HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
+FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
 
 
 def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, Optional[float], str]]:
@@ -39,32 +53,64 @@ def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, O
 
 
 def read_result(run: Run) -> Optional[dict]:
-    path = os.path.join(ROOT, run.output, "results.json")
-    if not os.path.isfile(path):
+    """A run's results.json; None when absent or unreadable (then the file and the reason go to stderr: the run
+    counts as failed)."""
+    try:
+        return run.results()
+    except ResultsError as e:
+        print(f"[collect] warning: {e}; counted as a failed run", file=sys.stderr)
         return None
-    with open(path) as f:
-        return json.load(f)
+
+
+def is_number(value: Any) -> bool:
+    """A usable metric value: an int or float (not a bool, not a string), finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_autowu(result: dict) -> bool:
+    config = result.get("config")
+    return isinstance(config, dict) and str(config.get("sched", "")).startswith("autowu")
 
 
 def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
-    """``(lr, epoch)`` the run decayed from: AutoWU's switch, else the largest LR in steps.csv (first reached)."""
+    """``(lr, epoch)`` the run decayed from: AutoWU's switch, else (a baseline) the largest LR in steps.csv (first
+    reached). None for an AutoWU run without a switch or a run that diverged before its switch: it never decayed."""
     switch = result.get("switch")
-    if switch and result.get("steps") and result.get("epochs"):  # the switch comes after switch["step"] steps
-        return float(switch["lr"]), float(switch["step"]) * result["epochs"] / result["steps"]
-    path = os.path.join(ROOT, run.output, "steps.csv")
+    if isinstance(switch, dict):
+        if result.get("steps") and result.get("epochs"):  # the switch comes after switch["step"] steps
+            return float(switch["lr"]), float(switch["step"]) * result["epochs"] / result["steps"]
+        return None
+    if is_autowu(result) or result.get("status") == "diverged":
+        return None
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if not os.path.isfile(path):
         return None
-    best, steps_per_epoch = None, defaultdict(int)
+    best, epochs = None, []
     with open(path, newline="") as f:
         for rec in csv.DictReader(f):
-            lr, epoch = float(rec["lr"]), int(rec["epoch"])
-            steps_per_epoch[epoch] += 1
+            lr = float(rec["lr"])
+            epochs.append(int(rec["epoch"]))
             if best is None or lr > best[0]:
                 best = (lr, int(rec["step"]))
     if best is None:
         return None
-    spe = max(steps_per_epoch.values())
-    return best[0], (best[1] + 1) / spe
+    return best[0], (best[1] + 1) / steps_per_epoch(result, epochs)
+
+
+def overshoot(result: dict) -> Optional[tuple[float, float]]:
+    """``(LR at the switch / eta_t*, LR growth per epoch)`` of an exponential AutoWU warmup that switched by the GP
+    test: ``(eta_max / eta_min) ** ((switch step - t*) / W)``, ``W = floor(rho_w * T)`` warmup steps (Eq. 1)."""
+    switch, config = result.get("switch"), result.get("config")
+    if not (isinstance(switch, dict) and isinstance(config, dict) and switch.get("reason") == "gp-test"
+            and config.get("autowu_warmup", "exp") == "exp" and result.get("steps") and result.get("epochs")):
+        return None
+    try:
+        spe = steps_per_epoch(result, [])
+        warmup = math.floor(float(config["autowu_rho_w"]) * spe * int(config["epochs"]))
+        ratio = float(config["autowu_eta_max"]) / float(config["autowu_eta_min"])
+        return (ratio ** ((float(switch["step"]) - float(switch["t_star"])) / warmup), ratio ** (spe / warmup))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def fmt_mean_std(values: list[float], digits: int = 2) -> str:
@@ -101,7 +147,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
             cells[(r.row, r.column)].append(r)
         for (row, col), rs in cells.items():
             vals = [results[r.output].get(table.metric) for r in rs if results[r.output] is not None]
-            vals = [v for v in vals if v is not None and math.isfinite(v)]
+            vals = [float(v) for v in vals if is_number(v)]
             if vals:
                 means[(row, col)] = statistics.mean(vals)
         for row in block.rows:
@@ -109,12 +155,20 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
             for c in cols:
                 rs = cells[(row, c.key)]
                 res = [results[r.output] for r in rs if results[r.output] is not None]
-                vals = [x.get(table.metric) for x in res]
-                vals = [v for v in vals if v is not None and math.isfinite(v)]
+                vals = [float(x.get(table.metric)) for x in res if is_number(x.get(table.metric))]
                 diverged = sum(1 for x in res if x.get("status") == "diverged")
+                # failed: a results.json that cannot be read, or a run that did not diverge yet has no number
+                failed = sum(1 for r in rs if r.problem) + sum(
+                    1 for x in res if x.get("status") != "diverged" and not is_number(x.get(table.metric)))
+                for r in rs:
+                    x = results[r.output]
+                    if x is not None and x.get(table.metric) is not None and not is_number(x.get(table.metric)):
+                        print(f"[collect] warning: {r.results_path}: {table.metric} = {x.get(table.metric)!r} is "
+                              "not a number; counted as a failed run", file=sys.stderr)
                 ref = paper.get((block.name, row, c.key))
                 if not vals:
-                    text = "missing" if not diverged else f"diverged ({diverged}/{len(rs)})"
+                    text = "; ".join(t for t in (f"diverged ({diverged}/{len(rs)})" if diverged else "",
+                                                 f"failed ({failed}/{len(rs)})" if failed else "") if t) or "missing"
                 else:
                     text = fmt_mean_std(vals)
                     in_column = [v for (_, cl), v in means.items() if cl == c.key]
@@ -124,6 +178,8 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                         text += f" n={len(vals)}/{len(rs)}"
                     if diverged:
                         text += f" ({diverged} diverged)"
+                    if failed:
+                        text += f" ({failed} failed)"
                 if ref is not None:
                     text += f" · paper {ref[0]:.2f}"
                     if vals:
@@ -131,27 +187,51 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                 out.append(text)
             lines.append("| " + " | ".join(out) + " |")
         lines.append("")
-        starts = []
+        starts, overs = [], []
         for row in block.rows:
-            out = [row]
+            out, over = [row], [row]
             for c in cols:
-                got = [decay_start(r, results[r.output]) for r in cells[(row, c.key)] if results[r.output]]
-                got = [g for g in got if g is not None]
+                res = [results[r.output] for r in cells[(row, c.key)] if results[r.output]]
+                got = [g for g in (decay_start(r, results[r.output]) for r in cells[(row, c.key)]
+                                   if results[r.output]) if g is not None]
+                never = [x for x in res if not isinstance(x.get("switch"), dict) and
+                         (is_autowu(x) or x.get("status") == "diverged")]
+                reasons = sorted({x["switch"].get("reason") for x in res if isinstance(x.get("switch"), dict)
+                                  and x["switch"].get("reason") != "gp-test"})
                 if got:
                     lr = statistics.mean(g[0] for g in got)
                     ep = statistics.mean(g[1] for g in got)
-                    out.append(f"{lr:.3g} @ ep {ep:.1f}")
+                    text = f"{lr:.3g} @ ep {ep:.1f}" + (f" n={len(got)}" if len(got) < len(res) else "")
+                    if reasons:
+                        text += f" ({', '.join(reasons)})"
                 else:
-                    out.append("–")
+                    text = "–"
+                if never:
+                    diverged = sum(1 for x in never if x.get("status") == "diverged")
+                    note = (f"diverged before a switch ({diverged}/{len(res)})" if diverged else "") or \
+                           f"no switch ({len(never)}/{len(res)})"
+                    text = note if text == "–" else f"{text}; {note}"
+                out.append(text)
+                factors = [f for f in (overshoot(x) for x in res) if f is not None]
+                over.append(f"{statistics.mean(f[0] for f in factors):.3g}x (warmup {factors[0][1]:.3g}x/epoch)"
+                            + (f" n={len(factors)}" if len(factors) < len(res) else "") if factors else "–")
             starts.append("| " + " | ".join(out) + " |")
-        if any("@" in s for s in starts):
-            lines.append("Decay-start LR @ epoch (AutoWU: LR η_t* set at the switch and the epoch of the switch; "
-                         "baseline: peak LR and the epoch it is reached), mean over seeds:")
-            lines.append("")
-            lines.append("| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |")
-            lines.append("|---|" + "---|" * len(cols))
-            lines += starts
-            lines.append("")
+            overs.append("| " + " | ".join(over) + " |")
+        header = ["| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        if any(cell.strip() != "–" for line in starts for cell in line.strip("| ").split(" | ")[1:]):
+            lines.append("Decay-start LR @ epoch (AutoWU: LR η_t* set at the switch and the epoch of the switch, "
+                         "with the switch's reason when it was not the GP test; baseline: peak LR and the epoch it "
+                         "is reached), mean over seeds:")
+            lines += [""] + header + starts + [""]
+        if any("x (warmup" in s for s in overs):
+            lines.append("Overshoot at the switch: the warmup LR when AutoWU switched / η_t* (the LR it decays "
+                         "from), (η_max/η_min)^((switch step − t*)/W), mean over the seeds that switched by the GP "
+                         "test; in brackets the warmup's LR growth per epoch:")
+            lines += [""] + header + [o for o in overs if "x (warmup" in o] + [""]
+        beside = paper_beside(table, block, means)
+        if beside:
+            lines += beside
     hardware = sorted({json.dumps(results[r.output].get("hardware"), sort_keys=True) for r in done
                        if results[r.output].get("hardware") is not None})
     wall = sum(float(results[r.output].get("wall_time_s") or 0) for r in done)
@@ -161,7 +241,73 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         lines.append("")
     if table.caption:
         lines += [table.caption, ""]
+    lines += figure_links(table)
     return "\n".join(lines)
+
+
+def paper_beside(table: Table, block: Any, means: dict[tuple[str, str], float]) -> list[str]:
+    """The ``paper-beside`` cells (another setting of the paper) as each row's difference to the baseline row, next
+    to ours: the shape of the comparison, not its values."""
+    spec = table.paper_beside
+    if not spec:
+        return []
+    ref = read_paper(spec["csv"])
+    pblock, base = spec.get("block", ""), spec.get("baseline", "baseline")
+    cols = block.columns
+    out = [f"Shape beside the paper ({spec.get('label', pblock)}, {spec['csv']}): each row minus the {base} row of "
+           "its column, ours · the paper's, in points (the values themselves are not comparable: another dataset "
+           "and network):", "",
+           "| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for row in block.rows:
+        cells = []
+        for c in cols:
+            ours = (f"{means[(row, c.key)] - means[(base, c.key)]:+.2f}" if (row, c.key) in means
+                    and (base, c.key) in means else "–")
+            p, pb = ref.get((pblock, row, c.key)), ref.get((pblock, base, c.key))
+            theirs = f"{p[0] - pb[0]:+.2f}" if p and pb else "–"
+            if row == base:
+                ours = f"{means[(row, c.key)]:.2f}" if (row, c.key) in means else "–"
+                theirs = f"{p[0]:.2f}" if p else "–"
+            cells.append(f"{ours} · paper {theirs}")
+        out.append(f"| {row} | " + " | ".join(cells) + " |")
+    return out + ["", f"(The {base} row shows the top-1 itself: ours · the paper's.)", ""]
+
+
+def figure_links(table: Table) -> list[str]:
+    """Markdown links to the figures scripts/plot.py wrote for this table (results/figures/<table>[_<block>].png)."""
+    links = []
+    for block in table.blocks:
+        name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
+        if os.path.isfile(os.path.join(ROOT, "results", "figures", name)):
+            links.append(f"![{table.title}{' — ' + block.label if block.name else ''}: LR, training loss (and top-1) "
+                         f"per {block.column_header.lower()}; `python scripts/plot.py {table.name}`](figures/{name})")
+    return links + [""] if links else []
+
+
+def write_page(table: Table, text: str, out: str, force: bool = False) -> Optional[str]:
+    """Write ``text`` to ``out``, keeping the existing page's hand-written part (from its first
+    ``## ...hand-written...`` heading on). Returns an error message instead of writing when the existing page says
+    more runs finished than ``text`` does (unless ``force``)."""
+    old = ""
+    if os.path.isfile(out):
+        with open(out) as f:
+            old = f.read()
+    have = FINISHED.search(old)
+    new = FINISHED.search(text)
+    if have and new and not force and int(new.group(1)) < int(have.group(1)):
+        return (f"{out} reports {have.group(1)} of {have.group(2)} runs finished, the runs found now give "
+                f"{new.group(1)} of {new.group(2)}: not overwritten (a fresh clone has no runs/: rebuild from the "
+                "committed records with --runs-dir results/runs, or pass --force to replace it)")
+    hand = HAND_WRITTEN.search(old)
+    if hand:
+        text = text.rstrip("\n") + "\n\n" + old[hand.start():]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out)
+    return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -169,6 +315,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("table", help="table name (configs/tables/NAME.yaml) or path")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--out", help="markdown file to write (default: results/<table>.md)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the page even if it reports more finished runs than are found now")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -177,9 +325,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     text = collect(table, args.runs_dir)
     out = args.out or os.path.join(ROOT, "results", f"{table.name}.md")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
+    error = write_page(table, text, out, args.force)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(text)
     print(f"[collect] wrote {out}")
     return 0

@@ -4,6 +4,11 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py table1                       # results/figures/table1_<block>.png, one per block (Figure 2)
     python scripts/plot.py fashion_mnist --val          # results/figures/fashion_mnist.png with a top-1 row
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
+    python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
+    python scripts/plot.py paper_regime_grid --runs-dir results/runs --mark paper_regime   # Figure 5: grid + AutoWU
+
+With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
+the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
 
 Lines are the mean over seeds with the standard deviation shaded (as in the paper's Figure 2); the loss is averaged
 over bins of consecutive steps so that long runs stay readable. The switch is a dashed vertical line at the epoch
@@ -16,20 +21,23 @@ import csv
 import json
 import os
 import sys
-from collections import Counter
+import textwrap
 from typing import Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import ROOT, Block, Run, Table, TableError, expand, load_table  # noqa: E402
+from sweep import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table  # noqa: E402
+from sweep import steps_per_epoch as run_steps_per_epoch  # noqa: E402
 
 MAX_POINTS = 400
 
 
 def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
-    """steps.csv as arrays ``epoch`` (fractional: (step + 1) / steps per epoch), ``lr``, ``loss``; None if absent."""
-    path = os.path.join(ROOT, run.output, "steps.csv")
+    """steps.csv as arrays ``epoch`` (fractional: (step + 1) / steps per epoch), ``lr``, ``loss``; None if absent.
+    Reads the run directory, or the committed record (results/runs/, steps.csv decimated) when only that exists;
+    steps per epoch come from results.json when it has them."""
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if not os.path.isfile(path):
         return None
     steps, epochs, lrs, losses = [], [], [], []
@@ -41,7 +49,11 @@ def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
             losses.append(float(rec["loss"]))
     if not steps:
         return None
-    steps_per_epoch = max(Counter(epochs).values())
+    try:
+        result = run.results()
+    except ResultsError:
+        result = None
+    steps_per_epoch = run_steps_per_epoch(result, epochs)
     return {"epoch": (np.asarray(steps) + 1) / steps_per_epoch, "lr": np.asarray(lrs), "loss": np.asarray(losses),
             "steps_per_epoch": steps_per_epoch}
 
@@ -53,7 +65,7 @@ def switch_epoch(switch: dict, steps: dict) -> float:
 
 def read_json(run: Run, name: str) -> list[dict]:
     """A run's JSON-lines file (epochs.jsonl, events.jsonl) or its results.json as a one-element list."""
-    path = os.path.join(ROOT, run.output, name)
+    path = os.path.join(os.path.dirname(run.results_path), name)
     if not os.path.isfile(path):
         return []
     with open(path) as f:
@@ -88,19 +100,23 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     import matplotlib.pyplot as plt
 
     nrows = 3 if val else 2
-    logged = {c.key for c in block.columns for r in runs
-              if r.column == c.key and r.row in rows and os.path.isfile(os.path.join(ROOT, r.output, "steps.csv"))}
+    logged = {c.key for c in block.columns for r in runs if r.column == c.key and r.row in rows
+              and os.path.isfile(os.path.join(os.path.dirname(r.results_path), "steps.csv"))}
     columns = [c for c in block.columns if c.key in logged]  # columns with no run yet are left out
     if not columns:
         return None
     fig, axes = plt.subplots(nrows, len(columns), figsize=(max(3.6 * len(columns), 9.0), 2.6 * nrows),
                              squeeze=False, sharex="col")
     colors = {row: f"C{i}" for i, row in enumerate(rows)}
-    widths = {row: max(0.8, 2.4 - 0.5 * i) for i, row in enumerate(rows)}  # identical curves stay visible
+    # identical stretches (AutoWU's warmup is the same for every decay) stay visible as interleaved dashes of
+    # colours that are in the legend, not as one blended colour
+    widths = {row: max(0.9, 2.2 - 0.4 * i) for i, row in enumerate(rows)}
+    styles = {row: ["-", (0, (5, 3)), (0, (1, 2)), (0, (6, 2, 1, 2))][i % 4] for i, row in enumerate(rows)}
     drew = False
     for j, col in enumerate(columns):
         ax_lr, ax_loss = axes[0, j], axes[1, j]
-        first_losses = []
+        first_losses: list[float] = []
+        loss_values: list[float] = []
         for row in rows:
             cell = [r for r in runs if r.row == row and r.column == col.key]
             logs = [(r, read_steps(r)) for r in cell]
@@ -110,12 +126,13 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
             drew = True
             c = colors[row]
             x, m, s = seed_band([binned(st["epoch"], st["lr"], reduce="first") for _, st in logs])
-            ax_lr.plot(x, m, color=c, label=row, lw=widths[row])
+            ax_lr.plot(x, m, color=c, label=row, lw=widths[row], ls=styles[row])
             ax_lr.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             x, m, s = seed_band([binned(st["epoch"], st["loss"]) for _, st in logs])
-            ax_loss.plot(x, m, color=c, label=row, lw=widths[row])
+            ax_loss.plot(x, m, color=c, label=row, lw=widths[row], ls=styles[row])
             ax_loss.fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
             first_losses += [v for v in m[:1] if np.isfinite(v)]
+            loss_values += [v for v in m if np.isfinite(v)]
             for r, _ in logs:
                 result = read_json(r, "results.json")
                 switch = result[0].get("switch") if result else None
@@ -137,8 +154,10 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
                     x, m, s = seed_band(curves)
                     axes[2, j].plot(x, m, color=c, label=row, lw=1.0, marker=".", ms=3)
                     axes[2, j].fill_between(x, m - s, m + s, color=c, alpha=0.2, lw=0)
-        cap = 3 * max(first_losses, default=np.inf)  # a diverged run would flatten every other curve
-        if ax_loss.get_ylim()[1] > cap:
+        # a diverged run or one spike (a loss of 30 where training starts at 2.3) would flatten every other curve:
+        # the axis stops at 1.5x the largest starting loss (cross-entropy starts near its largest sensible value)
+        cap = 1.5 * max(first_losses, default=np.inf)
+        if loss_values and max(loss_values) > cap:
             ax_loss.set_ylim(0, cap)  # training losses (cross-entropy) are non-negative
             ax_loss.text(0.98, 0.95, "diverging losses clipped", transform=ax_loss.transAxes, ha="right",
                          va="top", fontsize=7, color="0.4")
@@ -167,15 +186,134 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     return fig
 
 
-def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out: str, val: bool = False) -> bool:
-    """Draw one block's panels to the PNG ``out``; returns False (and writes nothing) if no run has logged steps."""
+def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str]):
+    """Figure 2's message as one panel: the LR each schedule decays from against the batch size (log-log; AutoWU: its
+    η_t*, labelled with the switch epoch; the baseline: its hand-set peak), mean ± std over seeds, with the
+    square-root rule drawn through each AutoWU row's smallest-batch point. None if no run decayed yet or the columns
+    are not batch sizes."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig = draw_block(table, block, runs, rows, val)
-    if fig is None:
-        return False
+    from collect import decay_start, read_result  # one home for "the LR a run decayed from"
+
+    batch = {c.key: c.overrides.get("batch-size") for c in block.columns}
+    if not all(isinstance(b, int) for b in batch.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    drew = False
+    for i, row in enumerate(rows):
+        xs, ms, ss, eps = [], [], [], []
+        for c in block.columns:
+            got = []
+            for r in runs:
+                if r.row == row and r.column == c.key:
+                    result = read_result(r)
+                    start = decay_start(r, result) if result else None
+                    if start:
+                        got.append(start)
+            if got:
+                xs.append(batch[c.key])
+                ms.append(float(np.mean([g[0] for g in got])))
+                ss.append(float(np.std([g[0] for g in got])))
+                eps.append(float(np.mean([g[1] for g in got])))
+        if not xs:
+            continue
+        drew = True
+        autowu = row.startswith("autowu")
+        ax.errorbar(xs, ms, yerr=ss, color=f"C{i}", marker="o" if autowu else "s", ms=5, capsize=3, lw=1.2,
+                    label=row + (" (η_t*, label: switch epoch)" if autowu else " (peak LR)"))
+        if autowu:
+            for x, m, e in zip(xs, ms, eps):
+                ax.annotate(f"ep {e:.0f}", (x, m), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                            color=f"C{i}")
+            grid = np.geomspace(min(batch.values()), max(batch.values()), 50)
+            ax.plot(grid, ms[0] * np.sqrt(grid / xs[0]), color=f"C{i}", ls=":", lw=1.0,
+                    label=f"√B rule through {row}'s {xs[0]} point")
+    if not drew:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(batch.values()), [c.header for c in sorted(block.columns, key=lambda c: batch[c.key])])
+    ax.set_xlabel(block.column_header.lower())
+    ax.set_ylabel("LR the decay starts from")
+    ax.grid(alpha=0.3, lw=0.5, which="both")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(textwrap.fill(table.title + (f" — {block.label}" if block.name else ""), 90), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str, Run]]):
+    """Figure 5's layout for a grid table whose columns set ``lr`` and rows ``warmup-epochs``: the metric per cell
+    (mean over seeds, colour and text), and each ``(label, run)`` of ``marks`` (AutoWU runs of another table at
+    the same batch) drawn at its (η_t*, switch epoch), placed between the grid's values (log LR, warmup epochs).
+    None if the table is not such a grid or no cell has finished."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from collect import decay_start, is_number, read_result
+
+    lrs = [c.overrides.get("lr") for c in block.columns]
+    warm = [o.get("warmup-epochs") for o in block.rows.values()]
+    if not all(isinstance(v, (int, float)) for v in lrs + warm):
+        return None
+    values = np.full((len(warm), len(lrs)), np.nan)
+    counts = np.zeros_like(values, dtype=int)
+    for i, row in enumerate(block.rows):
+        for j, c in enumerate(block.columns):
+            got = [read_result(r) for r in runs if r.row == row and r.column == c.key]
+            got = [float(x[table.metric]) for x in got if x and is_number(x.get(table.metric))]
+            if got:
+                values[i, j], counts[i, j] = float(np.mean(got)), len(got)
+    if not counts.any():
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    im = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
+    for i in range(len(warm)):
+        for j in range(len(lrs)):
+            text = f"{values[i, j]:.2f}" if counts[i, j] else "–"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="w" if counts[i, j] and values[i, j] < np.nanmean(values) else "k")
+    ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
+    ax.set_yticks(range(len(warm)), [f"{v:g}" for v in warm])
+    ax.set_xlabel("peak LR η_peak")
+    ax.set_ylabel("warmup epochs n_warmup")
+    fig.colorbar(im, ax=ax, label=f"{table.metric}")
+    for k, (label, run) in enumerate(marks):
+        result = read_result(run)
+        start = decay_start(run, result) if result else None
+        if not start:
+            continue
+        x = float(np.interp(np.log(start[0]), np.log(lrs), range(len(lrs)), left=np.nan, right=np.nan))
+        if not np.isfinite(x):  # outside the grid's LR range: extrapolate on the log scale
+            step = np.log(lrs[1] / lrs[0])
+            x = (np.log(start[0] / lrs[0]) / step) if start[0] < lrs[0] else len(lrs) - 1 + np.log(start[0] / lrs[-1]) / step
+        y = float(np.interp(start[1], warm, range(len(warm))))
+        top1 = result.get(table.metric)
+        ax.plot([x], [y], marker="*", ms=13, color=f"C{k + 1}", mec="k",
+                label=f"{label}: η_t* {start[0]:.3g}, switch ep {start[1]:.0f}"
+                      + (f", {top1:.2f}" if is_number(top1) else ""))
+    if marks:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False)
+    ax.set_title(textwrap.fill(table.title, 90), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, out: str) -> None:
+    import matplotlib.pyplot as plt
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
+
+
+def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out: str, val: bool = False) -> bool:
+    """Draw one block's panels to the PNG ``out``; returns False (and writes nothing) if no run has logged steps."""
+    fig = draw_block(table, block, runs, rows, val)
+    if fig is None:
+        return False
+    save(fig, out)
     return True
 
 
@@ -187,6 +325,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--rows", nargs="+", help="schedules to draw (default: the table's figure rows)")
     p.add_argument("--val", action="store_true", help="add a row with the validation top-1 per epoch")
     p.add_argument("--out-dir", default=os.path.join(ROOT, "results", "figures"))
+    p.add_argument("--mark", metavar="TABLE",
+                   help="grid tables (columns set lr, rows warmup-epochs): mark the AutoWU runs of TABLE at the grid's "
+                        "batch size at their (η_t*, switch epoch), as the paper's Figure 5 does")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -205,11 +346,33 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs = expand(table, args.runs_dir, blocks=[block.name])
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         out = os.path.join(args.out_dir, name)
+        marks: list[tuple[str, Run]] = []
+        if args.mark:
+            try:
+                other = load_table(args.mark)
+            except TableError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            batch = {block.overrides.get("batch-size")}
+            marks = [(f"{r.row} s{r.seed}", r) for r in expand(other, args.runs_dir) if r.row.startswith("autowu")
+                     and r.overrides.get("batch-size") in batch]
+        grid = draw_grid(table, block, runs, marks)
+        if grid is not None:
+            save(grid, out)
+            print(f"[plot] wrote {out}")
+            wrote += 1
+            continue
         if plot_block(table, block, runs, rows, out, args.val):
             print(f"[plot] wrote {out}")
             wrote += 1
         else:
             print(f"[plot] {table.name} {block.name}: no run has logged steps yet under {args.runs_dir}; skipped")
+            continue
+        fig = draw_decay_start(table, block, runs, rows)
+        if fig is not None:
+            out = out[:-len(".png")] + "_decay_lr.png"
+            save(fig, out)
+            print(f"[plot] wrote {out}")
     return 0 if wrote else 1
 
 

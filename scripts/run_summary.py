@@ -35,6 +35,18 @@ def read_run(run: str) -> tuple[dict, dict[str, list[float]]]:
     return results, steps
 
 
+def decay_from(switch: dict) -> str:
+    """What the LR AutoWU decays from is, by the switch's reason: only a ``gp-test`` switch found a loss minimum."""
+    if switch.get("reason") == "max-warmup":
+        return (f"decay from lr {switch['lr']:.4g}, the LR at the warmup cap (rho_w x total steps; no loss "
+                "minimum was found before it)")
+    if switch.get("reason") == "non-finite":
+        return (f"decay from lr {switch['lr']:.4g}, the LR at step t* = {switch['t_star']:.0f} estimated from the "
+                "finite losses (every loss of the last epoch was non-finite)")
+    return (f"decay from lr {switch['lr']:.4g}, the LR of the estimated loss minimum at step "
+            f"t* = {switch['t_star']:.0f}")
+
+
 def summary_lines(results: dict) -> list[str]:
     cfg = results.get("config", {})
     lines = [f"run: {results['status']}, {results['epochs']} epochs, {results['steps']} optimizer steps in "
@@ -43,8 +55,7 @@ def summary_lines(results: dict) -> list[str]:
     switch = results.get("switch")
     if switch:
         lines.append(f"AutoWU switched at step {switch['step']} (end of epoch {switch['epoch']}, reason "
-                     f"{switch['reason']}): decay from lr {switch['lr']:.4g}, the LR of the estimated loss minimum "
-                     f"at step t* = {switch['t_star']:.0f}")
+                     f"{switch['reason']}): {decay_from(switch)}")
     elif str(cfg.get("sched", "")).startswith("autowu"):
         lines.append("AutoWU did not switch")
     top1, top5 = results.get("final_top1"), results.get("final_top5")
@@ -67,8 +78,10 @@ def plot(results: dict, steps: dict[str, list[float]], out: str) -> None:
             ax.axvline(switch["step"], color="k", ls="--", lw=0.8)
             ax.axvline(switch["t_star"], color="0.5", ls=":", lw=0.8)
         ax_lr.plot([switch["step"]], [switch["lr"]], "ko", ms=4)
+        what = {"max-warmup": "the warmup cap's LR, no minimum found",
+                "non-finite": "LR at t* from the finite losses"}.get(switch.get("reason"), "LR at the loss minimum t*")
         ax_lr.set_title(f"AutoWU: switch at step {switch['step']} ({switch['reason']}), "
-                        f"decay from lr {switch['lr']:.3g} (t* dotted)", fontsize=10)
+                        f"decay from lr {switch['lr']:.3g} ({what}; t* dotted)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -4,6 +4,8 @@
     python scripts/sweep.py fashion_mnist --local                # run the pending ones here, one after another
     python scripts/sweep.py table1 --block imagenet_resnet50 --slurm --nodes 4 [--submit]   # SLURM array job
     python scripts/sweep.py table1 --local -- --data-dir /data   # after `--`: extra train.py flags for every run
+    python scripts/sweep.py paper_regime --local --jobs 2 --order seed --runs-dir /work/runs/pr   # 2 runs at once
+    python scripts/sweep.py paper_regime --runs-dir /work/runs/pr --export   # finished runs -> results/runs/ records
 
 A run's output directory is ``<runs-dir>/<table>/[<block>/]<row>_<column>_s<seed>``; a run whose ``results.json``
 exists is finished and skipped, so re-running a sweep only launches what is missing (and resumes what was cut:
@@ -11,6 +13,11 @@ train.py resumes from ``<output>/last.pt``). A finished run whose recorded confi
 base config now ask is *stale*: the sweep lists it and refuses to start until ``--rerun-stale`` sets it
 aside. Extra flags after ``--`` are not part of a run's identity: use them for paths and throughput
 (``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
+
+A results.json that cannot be read (empty, truncated, not an object) marks a *failed* run: it is listed with the file
+and the reason and run again. ``--export`` copies each finished run's compact record (a few hundred kB) to
+``results/runs/<table>/...``; a run with a record there counts as done, so a sweep continues on another machine from
+the repository alone, and ``scripts/collect.py``/``plot.py`` rebuild the pages with ``--runs-dir results/runs``.
 
 Table definition format (one YAML per paper table or figure; keys below, all but ``title``/``base``/``rows``/``columns``
 optional; ``blocks`` repeats the per-block keys for tables with several dataset blocks, like the paper's Table 1):
@@ -27,6 +34,7 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     overrides: {epochs: 10}                  # flags for every run of the table (or block)
     cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
     figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default
+    paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
 Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
@@ -34,12 +42,18 @@ Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
+import csv
 import datetime
 import json
+import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -48,13 +62,47 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
-TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside"}
+RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (see export_record)
+RECORD_FILES = ("args.yaml", "env.json", "results.json", "epochs.jsonl", "events.jsonl")
+RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most about this many rows
 CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK", "AUTOWU_TIME",
                 "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS", "AUTOWU_GRES")
 
 
 class TableError(ValueError):
     """A table definition that cannot be expanded: the message names the file, the key and what to do."""
+
+
+class ResultsError(ValueError):
+    """A results.json that exists but cannot be used (not JSON, not an object): the message names the file."""
+
+
+def read_results(path: str) -> Optional[dict]:
+    """The results.json at ``path`` as a dict; None when there is none. Raises :class:`ResultsError` naming the file
+    when it is empty, truncated, not JSON or not an object (a run cut while writing it, or a damaged copy)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ResultsError(f"{path}: not valid JSON ({'empty file' if not text.strip() else e})") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def steps_per_epoch(result: Optional[dict], epochs_of_rows: list[int]) -> int:
+    """Optimizer steps per epoch of a run: from results.json (``steps / epochs``) when it has both, else the
+    largest count of steps.csv rows in one epoch (exact only for an undecimated steps.csv)."""
+    if result and result.get("epochs") and result.get("steps"):
+        return max(1, round(float(result["steps"]) / float(result["epochs"])))
+    return max(collections.Counter(epochs_of_rows).values()) if epochs_of_rows else 1
 
 
 @dataclass
@@ -88,6 +136,7 @@ class Table:
     paper: Optional[str]
     metric: str
     blocks: list[Block]
+    paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
 
 
 @dataclass
@@ -107,17 +156,48 @@ class Run:
         return "/".join(p for p in (self.table, self.block, os.path.basename(self.output)) if p)
 
     @property
+    def record(self) -> str:
+        """Where this run's compact record lives in the repository: ``results/runs/<table>/[<block>/]<run>``."""
+        return os.path.join(RECORDS_DIR, self.table, self.block, os.path.basename(self.output))
+
+    @property
+    def results_path(self) -> str:
+        """The run directory's results.json, or the committed record's when only the record exists."""
+        own = os.path.join(ROOT, self.output, "results.json")
+        rec = os.path.join(ROOT, self.record, "results.json")
+        return rec if not os.path.exists(own) and os.path.exists(rec) else own
+
+    def results(self) -> Optional[dict]:
+        """results.json as a dict; None if absent; :class:`ResultsError` (naming the file) if unreadable."""
+        return read_results(self.results_path)
+
+    @property
     def done(self) -> bool:
-        return os.path.isfile(os.path.join(ROOT, self.output, "results.json"))
+        """Finished: a readable results.json in the run directory or in the committed record. An unreadable one
+        (empty, truncated) is a failed run: it is run again (train.py resumes from last.pt)."""
+        try:
+            return self.results() is not None
+        except ResultsError:
+            return False
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why an existing results.json does not count (the file and the reason), else None."""
+        try:
+            self.results()
+        except ResultsError as e:
+            return str(e)
+        return None
 
     def stale(self) -> list[str]:
         """The settings in which a finished run differs from what its command line now fixes (``flag: ran ->
         wanted``): the table or its base config changed since it ran. Empty for a pending run or one without a
         recorded config."""
         try:
-            with open(os.path.join(ROOT, self.output, "results.json")) as f:
-                ran = json.load(f).get("config") or {}
-        except (OSError, ValueError):
+            ran = (self.results() or {}).get("config") or {}
+        except ResultsError:
+            return []
+        if not isinstance(ran, dict):
             return []
         norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples vs lists)
         return [f"{k.replace('_', '-')}: {ran[k]!r} -> {v!r}" for k, v in self.expected.items()
@@ -227,9 +307,18 @@ def load_table(name_or_path: str) -> Table:
                   for n, b in blocks_spec.items()]
     else:
         raise TableError(f"{path}: blocks must be a non-empty mapping {{block name: {{...}}}}")
+    beside = spec.get("paper-beside")
+    if beside is not None:
+        if not (isinstance(beside, dict) and isinstance(beside.get("csv"), str)
+                and os.path.isfile(os.path.join(ROOT, beside["csv"]))):
+            raise TableError(f"{path}: paper-beside must be a mapping with csv: an existing results/paper/*.csv "
+                             f"(and optionally block, label, baseline), got {beside!r}")
+        unknown = set(beside) - {"csv", "block", "label", "baseline"}
+        if unknown:
+            raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
-                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks)
+                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks, paper_beside=beside)
 
 
 def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
@@ -329,23 +418,171 @@ def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # launchers
 
-def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extra: list[str]) -> int:
-    """Run ``runs`` one after another on this machine; returns the number that failed."""
-    failed = []
-    for i, run in enumerate(runs, 1):
+def run_local(runs: list[Run], parser: argparse.ArgumentParser, nproc: int, extra: list[str], jobs: int = 1,
+              threads: Optional[int] = None) -> int:
+    """Run ``runs`` on this machine, ``jobs`` at a time (in list order), each with ``threads // jobs`` CPU threads
+    (``OMP_NUM_THREADS``; on a GPU the runs share the device); returns the number that failed. A run's output is
+    passed through (prefixed with its name when ``jobs > 1``); when it fails, its exit code and last lines are
+    appended to its own ``train.log``, so the log never shows only an earlier attempt's lines."""
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")
+    total_threads = threads or (int(env_threads) if env_threads.isdigit() else 0) or os.cpu_count() or 1
+    per_run = max(1, total_threads // max(jobs, 1))
+    failed: list[str] = []
+    lock = threading.Lock()
+
+    def one(i: int, run: Run) -> None:
         argv = train_argv(run, parser, extra)
         if nproc > 1:
             cmd = ["bash", os.path.join("scripts", "launch_local.sh"), str(nproc)] + argv
         else:
             cmd = [sys.executable, "train.py"] + argv
-        print(f"[sweep] ({i}/{len(runs)}) {run.name}\n[sweep] $ {shlex.join(cmd)}", flush=True)
-        rc = subprocess.call(cmd, cwd=ROOT)
+        with lock:
+            print(f"[sweep] ({i}/{len(runs)}) {run.name}\n[sweep] $ {shlex.join(cmd)}", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(per_run), "MKL_NUM_THREADS": str(per_run),
+               "PYTHONUNBUFFERED": "1"}  # lines as they come, not in 8 kB blocks through the pipe
+        tail: collections.deque = collections.deque(maxlen=40)
+        prefix = f"[{run.name}] " if jobs > 1 else ""
+        try:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace", bufsize=1)
+        except OSError as e:
+            rc, tail = -1, collections.deque([f"could not start {cmd[0]}: {e}"])
+        else:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail.append(line.rstrip("\n"))
+                with lock:
+                    sys.stdout.write(prefix + line)
+                    sys.stdout.flush()
+            rc = proc.wait()
         if rc != 0 or not run.done:
-            print(f"[sweep] {run.name} failed (exit {rc}); see {run.output}/train.log", flush=True)
-            failed.append(run.name)
+            why = "; ".join(w for w in (f"exit code {rc}" if rc else "exit code 0 but no results.json",
+                                        run.problem) if w)
+            log_failure(run, why, list(tail))
+            with lock:
+                print(f"[sweep] {run.name} failed ({why}); see {run.output}/train.log", flush=True)
+                failed.append(run.name)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        for fut in [pool.submit(one, i, run) for i, run in enumerate(runs, 1)]:
+            fut.result()
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed: {', '.join(failed)}")
     return len(failed)
+
+
+def log_failure(run: Run, why: str, tail: list[str]) -> None:
+    """Append a failed attempt's exit code and last output lines to the run's own train.log."""
+    out = os.path.join(ROOT, run.output)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "train.log"), "a") as f:
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"{stamp} [sweep] this attempt failed ({why}); its last output lines:\n")
+            f.writelines(f"    {line}\n" for line in tail)
+    except OSError as e:  # a run directory that cannot be written: the console message is all there is
+        print(f"[sweep] cannot append to {out}/train.log: {e}", file=sys.stderr)
+
+
+def order_runs(runs: list[Run], order: str) -> list[Run]:
+    """``table``: table order (block, row, column, seed). ``seed``: the most informative runs first — seed-major
+    (every cell's first seed before any cell's second seed, so a sweep cut short has covered the whole table once),
+    and within a seed the columns from the outside in (largest, smallest, next largest, ...: the two ends of a batch
+    sweep, where the large-batch gap shows, come first), rows in table order within a column."""
+    if order == "table":
+        return list(runs)
+    seeds = sorted({r.seed for r in runs})
+    columns = list(dict.fromkeys(r.column for r in runs))
+    inward = []
+    while columns:
+        inward.append(columns.pop())
+        if columns:
+            inward.append(columns.pop(0))
+    return sorted(runs, key=lambda r: (seeds.index(r.seed), inward.index(r.column)))  # stable: rows keep order
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compact records (results/runs/): what a later session needs to continue a sweep and rebuild its pages
+
+def compact_steps(src: str, dst: str, result: Optional[dict], max_rows: int = RECORD_STEP_ROWS) -> int:
+    """Write steps.csv decimated to about ``max_rows`` rows: each row is the first step of a bin of ``k``
+    consecutive steps with that step's LR, and the mean of the bin's finite losses (column ``n``: steps averaged).
+    The steps the pages read exactly are kept as their own rows: the first and last step, the first step at the
+    largest LR, and the steps either side of AutoWU's switch. Returns the number of rows written."""
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        shutil.copyfile(src, dst)
+        return 0
+    k = max(1, math.ceil(len(rows) / max_rows))
+    lrs = [float(r["lr"]) for r in rows]
+    keep = {0, len(rows) - 1, lrs.index(max(lrs))}
+    switch = (result or {}).get("switch")
+    if isinstance(switch, dict) and isinstance(switch.get("step"), int):
+        index = {int(r["step"]): i for i, r in enumerate(rows)}
+        keep |= {index[s] for s in (switch["step"] - 1, switch["step"]) if s in index}
+    out = []
+    for start in range(0, len(rows), k):
+        group = rows[start:start + k]
+        losses = [float(r["loss"]) for r in group if math.isfinite(float(r["loss"]))]
+        out.append((start, group[0], sum(losses) / len(losses) if losses else float("nan"), len(group)))
+    out += [(i, rows[i], float(rows[i]["loss"]), 1) for i in keep if i % k]
+    out.sort(key=lambda t: t[0])
+    with open(dst, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "epoch", "lr", "loss", "n"])
+        for _, r, loss, n in out:
+            w.writerow([r["step"], r["epoch"], r["lr"], loss, n])
+    return len(out)
+
+
+def export_record(run: Run, dest_root: str) -> Optional[str]:
+    """Copy a finished run's compact record (RECORD_FILES + decimated steps.csv) to ``dest_root/<table>/[<block>/]
+    <run>``; returns that directory, or None when the run is not finished or its record is already there and
+    identical."""
+    src = os.path.join(ROOT, run.output)
+    result = read_results(os.path.join(src, "results.json"))  # ResultsError for a damaged one: never exported
+    if result is None:
+        return None
+    dst = os.path.join(dest_root, run.table, run.block, os.path.basename(run.output))
+    if os.path.abspath(dst) == os.path.abspath(src):
+        return None
+    old = os.path.join(dst, "results.json")
+    if os.path.isfile(old):
+        with open(old) as a, open(os.path.join(src, "results.json")) as b:
+            if a.read() == b.read():
+                return None
+    tmp = dst + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in RECORD_FILES:
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+    if os.path.isfile(os.path.join(src, "steps.csv")):
+        compact_steps(os.path.join(src, "steps.csv"), os.path.join(tmp, "steps.csv"), result)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.rename(tmp, dst)
+    return dst
+
+
+def export_records(runs: list[Run], dest_root: str) -> int:
+    """Export every finished run of ``runs``; prints what was copied and the records' total size."""
+    copied, skipped = [], []
+    for run in runs:
+        try:
+            dst = export_record(run, dest_root)
+        except ResultsError as e:
+            skipped.append(str(e))
+            continue
+        if dst:
+            copied.append(dst)
+    for msg in skipped:
+        print(f"[sweep] not exported (a failed run; --local runs it again): {msg}", file=sys.stderr)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d in copied for f in os.listdir(d))
+    print(f"[sweep] exported {len(copied)} record(s) to {dest_root} ({size / 1e6:.2f} MB)")
+    for d in copied:
+        print(f"[sweep]   {os.path.relpath(d, ROOT) if d.startswith(ROOT) else d}")
+    return 0
 
 
 def cluster_settings(path: Optional[str] = None) -> dict[str, str]:
@@ -409,6 +646,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="list the runs (pending and done) and exit")
     mode.add_argument("--local", action="store_true", help="run pending runs here, one after another")
     mode.add_argument("--slurm", action="store_true", help="write an sbatch array job for the pending runs")
+    mode.add_argument("--export", nargs="?", const=os.path.join(ROOT, RECORDS_DIR), metavar="DEST",
+                      help="copy every finished run's compact record (args.yaml, env.json, results.json, "
+                           "epochs.jsonl, events.jsonl, decimated steps.csv) to DEST/<table>/ (default: "
+                           "results/runs/ of this checkout, where it counts as done for later sweeps)")
     p.add_argument("--submit", action="store_true", help="with --slurm: call sbatch on the written file")
     p.add_argument("--runs-dir", default="runs", help="root of the run directories (default: runs)")
     p.add_argument("--block", nargs="+", help="only these blocks")
@@ -416,11 +657,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--columns", nargs="+", help="only these columns (e.g. 1024 or 1K)")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
     p.add_argument("--nproc", type=int, default=1, help="--local: processes (GPUs) per run via scripts/launch_local.sh")
+    p.add_argument("--jobs", type=int, default=1, help="--local: runs at once (CPU threads divided among them; "
+                   "on a GPU they share the device)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="--local: CPU threads in all (default: $OMP_NUM_THREADS, else the CPU count)")
+    p.add_argument("--order", choices=["table", "seed"], default="table",
+                   help="--local/--slurm: run order; seed = every cell's first seed before any second seed, "
+                        "columns from the outside in (largest batch, smallest, ...)")
     p.add_argument("--nodes", type=int, default=1, help="--slurm: nodes per run (>1 uses multi_node.sbatch)")
     p.add_argument("--rerun-stale", action="store_true",
                    help="runs finished with settings the table no longer asks for: move them to OUTPUT.stale-TIME "
                         "and run them again (without this flag such runs stop --local/--slurm with an error)")
     args = p.parse_args(argv)
+    for name in ("jobs", "threads", "nproc", "nodes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     try:
         table = load_table(args.table)
         runs = expand(table, args.runs_dir, args.block, args.rows, args.columns, args.seeds)
@@ -431,14 +684,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.export:
+        return export_records(runs, args.export)
     stale = {r.name: r.stale() for r in runs if r.done}
     stale = {name: diff for name, diff in stale.items() if diff}
-    pending = [r for r in runs if not r.done or r.name in stale]
+    pending = order_runs([r for r in runs if not r.done or r.name in stale], args.order)
+    failed = {r.name: r.problem for r in runs if r.problem}
+    for name, problem in failed.items():
+        print(f"[sweep] {name}: failed, will run again: {problem}", file=sys.stderr)
     print(f"[sweep] {table.name}: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} pending"
           + (f" ({len(stale)} of them stale: finished with other settings)" if stale else ""))
     if args.dry_run:
-        for r in runs:
-            state = "stale  " if r.name in stale else "done   " if r.done else "pending"
+        for r in order_runs(runs, args.order):
+            state = ("stale  " if r.name in stale else "done   " if r.done else "failed " if r.name in failed
+                     else "pending")
             over = " ".join(f"{k}={v}" for k, v in r.overrides.items())
             print(f"{state} {r.name:<48} seed={r.seed} config={r.config} {over}")
             print(f"        python train.py {shlex.join(train_argv(r, parser, extra))}")
@@ -460,7 +719,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 os.rename(src, f"{src}.stale-{stamp}")
                 print(f"[sweep] {r.name}: set aside as {r.output}.stale-{stamp}")
     if args.local:
-        return 1 if run_local(pending, parser, args.nproc, extra) else 0
+        return 1 if run_local(pending, parser, args.nproc, extra, args.jobs, args.threads) else 0
     settings = cluster_settings()
     log_dir = os.path.join(ROOT, args.runs_dir, table.name, "slurm")
     os.makedirs(log_dir, exist_ok=True)

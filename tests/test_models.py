@@ -11,7 +11,8 @@ import torch
 import framework.models  # noqa: F401  (registers the models)
 from framework.models import create_model
 
-OURS = {"cifar_resnet18": (3, 32), "wrn28_10": (3, 32), "fmnist_cnn": (1, 28), "fmnist_resnet": (1, 28)}
+OURS = {"cifar_resnet18": (3, 32), "wrn28_10": (3, 32), "fmnist_cnn": (1, 28), "fmnist_resnet": (1, 28),
+        "fmnist_mlp": (1, 28)}
 
 
 def args(model: str, drop_path=None) -> argparse.Namespace:
@@ -37,6 +38,9 @@ def test_published_sizes():
     assert 36.4e6 < n_params(timm.create_model("wrn28_10", num_classes=100)) < 36.6e6
     # CIFAR ResNet-18: 11.17M parameters for 10 classes
     assert 11.1e6 < n_params(timm.create_model("cifar_resnet18", num_classes=10)) < 11.2e6
+    # the paper-regime proxy: 784 -> 512 -> 512 (no bias before BatchNorm) -> 10
+    assert n_params(timm.create_model("fmnist_mlp", num_classes=10)) == 784 * 512 + 2 * 512 + 512 * 512 + 2 * 512 + \
+        5130
     # the pytorch/examples MNIST net of AutoLR Appendix G: 32/64 3x3 convs, fc 9216->128->10
     assert n_params(timm.create_model("fmnist_cnn", num_classes=10)) == 320 + 18_496 + 9216 * 128 + 128 + 1290
 
