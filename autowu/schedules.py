@@ -84,6 +84,7 @@ class StepScheduler(LRScheduler):
         self.last_epoch = 0  # PyTorch's name: the number of optimizer steps taken so far
         self._step_count = 1
         self._last_lr: list[float] = []
+        self._last_schedule_lr = float("nan")  # set with the first LR the subclass applies
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -108,6 +109,12 @@ class StepScheduler(LRScheduler):
         self._step_count += 1
         self._apply_lr(self.lr_at(self.last_epoch))
 
+    @property
+    def last_schedule_lr(self) -> float:
+        """The LR this schedule computed for the next optimizer step, before per-group ratios and timm's
+        ``lr_scale`` (the curve to plot: with layer-decay groups, group 0's LR is the lowest layer's)."""
+        return self._last_schedule_lr
+
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
 
@@ -115,6 +122,7 @@ class StepScheduler(LRScheduler):
         return [self.lr_at(self.last_epoch) * r for r in self.group_ratios]
 
     def _apply_lr(self, lr: float) -> None:
+        self._last_schedule_lr = float(lr)
         self._last_lr = [lr * r for r in self.group_ratios]
         for g, group_lr in zip(self.optimizer.param_groups, self._last_lr):
             g["lr"] = group_lr

@@ -14,6 +14,8 @@ import torch
 
 from conftest import ROOT, decisions, read_jsonl, read_steps, subprocess_env, train_cmd
 
+from framework.batch import BatchSplit
+
 STEPS_PER_EPOCH = 1024 // 16
 EPOCHS = 2
 ARGS = ["--dataset", "synthetic", "--model", "fmnist_cnn", "--img-size", "28", "--in-chans", "1",
@@ -94,7 +96,8 @@ def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["step"] == events[-1]["step"] and ckpt["step"] < EPOCHS * STEPS_PER_EPOCH
     done_in_epoch = (ckpt["step"] - 1) % STEPS_PER_EPOCH + 1  # optimizer steps of the interrupted epoch
-    assert ckpt["batch_index"] == 2 * done_in_epoch  # micro-batches consumed (2 per step)
+    assert ckpt["position"]["sample"] == 16 * done_in_epoch  # samples the epoch's steps used (batch 16)
+    assert BatchSplit(**ckpt["split"]).micro_batches(ckpt["position"]["sample"]) == 2 * done_in_epoch  # 2 per step
     assert not (run / "results.json").exists() and "saved" in out
     finish(launch(run))
     assert_same_run(run, reference)
@@ -106,7 +109,7 @@ def test_resume_refuses_a_changed_config_and_none_starts_afresh(tmp_path, capsys
     assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0
     before = (run / "last.pt").read_bytes()
     assert run_inprocess([*TINY, "--epochs", "1", "--batch-size", "64", "--output", str(run)]) == 2
-    assert "batch_size: checkpoint 32 vs now 64" in capsys.readouterr().err
+    assert "batch-size: 32 → 64" in capsys.readouterr().err
     assert (run / "last.pt").read_bytes() == before  # nothing touched
     assert run_inprocess([*TINY, "--epochs", "2", "--resume", "none", "--output", str(run)]) == 0
     assert [r["step"] for r in read_steps(run)] == list(range(8))  # a fresh 2-epoch run, old rows dropped

@@ -76,14 +76,15 @@ def test_two_nodes_on_localhost(tmp_path):
 
 
 def test_indivisible_batch_is_reported_with_the_process_count(tmp_path):
-    """48 = 8 x 2 processes x 3 works; 40 does not: the message says why before anything starts."""
+    """--micro-batch is a per-device maximum (40 = 5 x 2 processes x 4 works with --micro-batch 8), but a global
+    batch of 33 cannot be shared by 2 processes: the message says why before anything starts."""
     run, port = tmp_path / "run", str(free_port())
     proc = popen([*TORCHRUN, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                  "--master_port", port, str(ROOT / "train.py"), *DIST_ARGS, "--batch-size", "40",
+                  "--master_port", port, str(ROOT / "train.py"), *DIST_ARGS, "--batch-size", "33",
                   "--output", str(run)])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    assert "--batch-size 40 is not a multiple of --micro-batch 8 x 2 processes = 16" in out
+    assert "--batch-size 33 is not divisible by the 2 processes" in out
     assert not run.exists()
 
 
