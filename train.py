@@ -111,7 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value (off)")
     g.add_argument("--wd-exclude-bias-norm", action=flag, default=False, help="no weight decay on biases and norms")
     g = p.add_argument_group("schedule")
-    g.add_argument("--sched", default="autowu-cos", choices=list(autowu.SCHEDULES),
+    g.add_argument("--sched", default="autowu-cos", choices=list(autowu.REGISTRY),
                    help="baseline: linear warmup + cosine (paper Sec. 3); autowu-*: AutoWU with cosine or "
                    "constant-then-cosine decay (Sec. 2); autolr: AutoLR (Kim et al. 2021b)")
     g.add_argument("--epochs", type=int, default=10, help="epochs of training (the schedule's budget T)")
@@ -370,8 +370,7 @@ def _saved_counters(ckpt: dict) -> tuple[dict, dict]:
 def save(run: Run, path: str) -> None:
     """Checkpoint at the current position; on every rank (collectives), rank 0 writes."""
     rngs = _gather_rng(run.info)
-    if hasattr(run.scheduler, "reduce_pending_losses"):  # AutoWU mid-epoch: save the cross-rank average
-        run.scheduler.reduce_pending_losses()
+    run.schedule.before_save(run.scheduler)
     if run.info.is_main:
         save_checkpoint(path, model=run.raw_model, optimizer=run.optimizer, scheduler=run.scheduler,
                         scaler=run.amp.scaler, position=run.pos.to_dict(), split=run.data.split.to_dict(),

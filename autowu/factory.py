@@ -44,6 +44,7 @@ class ScheduleEntry:
     describe: Callable[[dict], Optional[str]] = _no_line  # console line for a history entry (None: no line)
     scalars: Callable[[dict], dict] = _no_scalars  # TensorBoard scalars for a history entry, at its "step"
     results: Callable[[Any], dict] = _no_results  # keys this schedule adds to results.json
+    before_save: Callable[[Any], None] = lambda sched: None  # a collective every rank runs before a checkpoint
 
     @property
     def cls(self) -> type:
@@ -103,7 +104,8 @@ _AUTOWU_SETTINGS = {"autowu_eta_min": "eta_min", "autowu_eta_max": "eta_max", "a
 def _autowu(name: str, decay: str) -> ScheduleEntry:
     return ScheduleEntry(name, lambda: AutoWU, fixed={"decay": decay}, settings=_AUTOWU_SETTINGS,
                          needs_model=lambda kw: bool(kw.get("rollback")), describe=_autowu_line,
-                         scalars=_autowu_scalars, results=_autowu_results)
+                         scalars=_autowu_scalars, results=_autowu_results,
+                         before_save=lambda sched: sched.reduce_pending_losses())  # mid-epoch: the rank average
 
 
 REGISTRY: dict[str, ScheduleEntry] = {e.name: e for e in (

@@ -23,6 +23,9 @@ from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sweep import ROOT, Run, Table, TableError, expand, load_table  # noqa: E402
+if ROOT not in sys.path:  # framework/ (the one steps.csv reader)
+    sys.path.insert(0, ROOT)
+from framework.io import read_steps  # noqa: E402
 
 
 def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, Optional[float], str]]:
@@ -55,12 +58,11 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     if not os.path.isfile(path):
         return None
     best, steps_per_epoch = None, defaultdict(int)
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            lr, epoch = float(rec["lr"]), int(rec["epoch"])
-            steps_per_epoch[epoch] += 1
-            if best is None or lr > best[0]:
-                best = (lr, int(rec["step"]))
+    cols = read_steps(path)
+    for step, epoch, lr in zip(cols["step"], cols["epoch"], cols["lr"]):
+        steps_per_epoch[epoch] += 1
+        if best is None or lr > best[0]:
+            best = (lr, step)
     if best is None:
         return None
     spe = max(steps_per_epoch.values())

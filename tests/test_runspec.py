@@ -209,3 +209,23 @@ def test_help_shows_defaults_paper_sections_and_the_first_commands():
     assert "(paper Sec. 2.1.1: 0.5) (default: 0.5)" in text and "(paper Sec. 2.1.2: 3) (default: 3)" in text
     assert "validate every N epochs, and after the last (default: 1)" in text
     assert "configs/fashion_mnist_demo.yaml" in text and "scripts/test.sh" in text and "torchrun" in text
+
+
+def test_a_step_uses_the_same_samples_under_any_split():
+    """Why a resume may change the split: step s of an epoch is samples s*B .. (s+1)*B-1 of the epoch's shuffle,
+    whatever the micro-batch and process count (so the position is counted in steps and samples)."""
+    from framework.loaders import TrainLoader, shard_indices
+    n, batch, steps = 200, 24, 200 // 24
+    perm = shard_indices(n, epoch=3, seed=5, rank=0, world_size=1)
+    for world, micro in ((1, 24), (1, 8), (2, 12), (2, 3), (4, 2), (3, 4)):
+        split = split_batch(batch, world, micro)
+        per_rank = []
+        for r in range(world):
+            loader = TrainLoader(n, micro_batch=split.micro_batch, num_batches=steps * split.accum_steps, rank=r,
+                                 world_size=world, seed=5)
+            loader.set_epoch(3)
+            per_rank.append(dict(loader.batch_indices()))
+        for s in range(steps):
+            got = torch.cat([per_rank[r][b] for r in range(world)
+                             for b in range(s * split.accum_steps, (s + 1) * split.accum_steps)])
+            assert sorted(got.tolist()) == sorted(perm[s * batch:(s + 1) * batch].tolist()), (world, micro, s)

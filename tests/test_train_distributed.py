@@ -88,6 +88,25 @@ def test_indivisible_batch_is_reported_with_the_process_count(tmp_path):
     assert not run.exists()
 
 
+def test_demo_config_runs_unchanged_on_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 train.py -c configs/fashion_mnist_demo.yaml`: the config's --micro-batch 256 is a
+    per-device maximum, so batch 256 runs as 128 x 2 processes (synthetic stand-in data of Fashion-MNIST's shape and
+    a short budget keep the test quick; the batch arithmetic is the config's)."""
+    run, port = tmp_path / "run", str(free_port())
+    proc = popen([*TORCHRUN, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                  "--master_port", port, str(ROOT / "train.py"), "-c", str(ROOT / "configs/fashion_mnist_demo.yaml"),
+                  "--dataset", "synthetic", "--img-size", "28", "--in-chans", "1", "--num-classes", "10",
+                  "--train-subset", "512", "--synthetic-train-size", "512", "--synthetic-val-size", "64",
+                  "--model", "fmnist_cnn", "--epochs", "2", "--device", "cpu", "--output", str(run)])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "batch 256 = 128 x 2 processes x 1 accumulation" in out
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "finished" and res["steps"] == 4 and res["config"]["micro_batch"] == 256
+    assert res["split"] == {"batch_size": 256, "micro_batch": 128, "world_size": 2, "accum_steps": 1}
+    assert json.loads((run / "env.json").read_text())["split"] == res["split"]
+
+
 @pytest.mark.parametrize("nodelist,host", [("gpu[003-005,9]", "gpu003"), ("a100-1,a100-2", "a100-1"),
                                            ("node7", "node7"), ("n[12,15]", "n12")])
 def test_first_host_of_slurm_nodelist(nodelist, host):
