@@ -205,8 +205,11 @@ def environment(info: DistInfo, split: BatchSplit) -> dict:
 
 @dataclass
 class Plan:
-    """What :func:`plan` decided before anything is written: the data, and the checkpoint to continue (if any)."""
+    """What :func:`plan` decided and built before anything is written: the data, the model, the precision, and the
+    checkpoint to continue (if any)."""
     data: Any
+    model: nn.Module
+    amp: AmpGrad
     ckpt: Optional[dict] = None
     ckpt_file: Optional[str] = None
     position: Position = field(default_factory=Position)
@@ -282,12 +285,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
-    """Resolve the settings, build the data, check the schedule and decide whether (and where) a checkpoint
-    continues: every refusal happens here, before the run directory is touched."""
+    """Resolve the settings, build the data and the model, check the schedule and decide whether (and where) a
+    checkpoint continues: every refusal happens here, before the run directory is touched."""
     prepare_args(args, info)
     data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
     check_schedule(args, data.steps_per_epoch)
-    out = Plan(data)
+    model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
+                        sync_bn=args.sync_bn and info.distributed)
+    out = Plan(data, model, AmpGrad(args.amp, info.device, args.clip_grad))
     out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
     if out.ckpt_file:
         out.ckpt = load_checkpoint(out.ckpt_file)
@@ -297,7 +302,7 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
 
 
 def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
-    """The run directory, logger, model, optimizer, loss and schedule."""
+    """The run directory, logger, optimizer, loss and schedule."""
     data, split = p.data, p.data.split
     temp_output = args.output is None  # smoke mode without --output: a throwaway run directory
     if temp_output:
@@ -315,10 +320,8 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
     logger.info(f"{args.model} on {args.dataset}: {split.describe()}; {data.steps_per_epoch} steps/epoch x "
                 f"{args.epochs} epochs; {args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
 
-    model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
-                        sync_bn=args.sync_bn and info.distributed)
+    model, amp = p.model, p.amp
     optimizer = create_optimizer(args, model)
-    amp = AmpGrad(args.amp, info.device, args.clip_grad)
     loss_fn = build_loss(args.label_smoothing)
     schedule = autowu.schedule_entry(args.sched)
     probe = data.new_train_loader() if schedule.needs_probe else None  # its own loader (epoch-0 order): probing
