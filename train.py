@@ -6,7 +6,7 @@
     srun python train.py -c ...          (one task per GPU; SLURM_PROCID/SLURM_LOCALID/SLURM_NTASKS)
 
 YAML keys are the flag names below; the command line wins. ``--batch-size`` is the GLOBAL batch of one optimizer step;
-gradient accumulation makes up ``batch = micro-batch x processes x accumulation``. The run directory (``--output``)
+``--micro-batch`` the per-device maximum: ``batch = micro-batch x processes x accumulation`` (framework/batch.py). The run directory (``--output``)
 receives everything (see docs/DESIGN.md); a run that finds ``last.pt`` there resumes from it.
 """
 from __future__ import annotations
@@ -19,111 +19,155 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 import autowu
-from framework.checkpoint import (check_resumable, load_checkpoint, resume_path, rng_state, save_checkpoint,
-                                  seed_everything, set_rng_state)
+from framework.batch import BatchSplit
+from framework.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint, seed_everything,
+                                  set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
+from framework.data import build_data
+from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import DistInfo, barrier, cleanup, init_distributed
-from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
+from framework.engine import AmpGrad, StopFlag, TrainStats, build_loss, evaluate, probe_loss, train_one_epoch
 from framework.logger import RunLogger
-from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
-                            resolve_optimizer_defaults)
+from framework.models import build_model
+from framework.optim import (OPT_DEFAULTS, check_schedule, create_optimizer, create_schedule, parameters_finite,
+                             resolve_optimizer_defaults)
+from framework.runspec import Position, check_resume
 
 NOT_CONFIG = ("config", "local_rank")  # parsed flags that are not part of a run's config
 
 
+EPILOG = """\
+three commands to start with:
+  demo (CPU, ~3 min):   python train.py -c configs/fashion_mnist_demo.yaml --output runs/demo
+  test suite:           bash scripts/test.sh          (or: python -m pytest -q tests)
+  several processes:    torchrun --nproc_per_node 8 train.py -c configs/imagenet_resnet50.yaml --output runs/r50
+                        (SLURM: srun --ntasks-per-node 8 python train.py -c ...; see scripts/slurm/)
+The same config runs on any number of processes: --batch-size is the global batch and --micro-batch the per-device
+maximum. A run directory holding last.pt resumes from it when its settings allow (docs/DESIGN.md, "Resume").
+"""
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("AutoWU training", description=__doc__.split("\n")[0], add_help=True)
+    p = argparse.ArgumentParser("train.py", description=__doc__.split("\n")[0], epilog=EPILOG, add_help=True,
+                                formatter_class=_HelpFormatter)
     flag = argparse.BooleanOptionalAction
     g = p.add_argument_group("general")
-    g.add_argument("-c", "--config", default=None, help="YAML file of flag values (keys = flag names)")
-    g.add_argument("--output", default=None, help="run directory; everything the run writes goes here")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--resume", default="auto", help="auto (OUTPUT/last.pt if present) | none | PATH")
+    g.add_argument("-c", "--config", default=None, help="YAML file of flag values (keys = flag names); the command "
+                   "line wins")
+    g.add_argument("--output", default=None, help="run directory; everything the run writes goes here (required "
+                   "unless --smoke)")
+    g.add_argument("--seed", type=int, default=0, help="weights, shuffling, augmentation and dropout")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: a GPU if one is visible")
+    g.add_argument("--resume", default="auto", help="auto (OUTPUT/last.pt if present) | none (start afresh) | PATH")
     g.add_argument("--smoke", type=int, default=0,
                    help="N>0: synthetic data at the config's resolution, tiny batch, N optimizer steps, then exit")
     g.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # set by the legacy torch.distributed.launch
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="synthetic",
-                   choices=["fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic"])
-    g.add_argument("--data-dir", default="data")
-    g.add_argument("--img-size", type=int, default=None, help="default: the dataset's")
-    g.add_argument("--in-chans", type=int, default=None, help="default: the dataset's")
-    g.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
-    g.add_argument("--synthetic-train-size", type=int, default=512)
-    g.add_argument("--synthetic-val-size", type=int, default=128)
+    g.add_argument("--dataset", default="synthetic", choices=list(DATASET_NAMES), help="what to train on")
+    g.add_argument("--data-dir", default="data", help="where the dataset files are (scripts/prepare_data.py)")
+    g.add_argument("--img-size", type=int, default=None, help="image side in pixels (default: the dataset's)")
+    g.add_argument("--in-chans", type=int, default=None, help="image channels (default: the dataset's)")
+    g.add_argument("--num-classes", type=int, default=None, help="classes (default: the dataset's)")
+    g.add_argument("--synthetic-train-size", type=int, default=512, help="--dataset synthetic: training images")
+    g.add_argument("--synthetic-val-size", type=int, default=128, help="--dataset synthetic: validation images")
     g.add_argument("--train-subset", type=int, default=None,
                    help="a fixed random subset of N training images (the same for every run and seed)")
     g.add_argument("--val-subset", type=int, default=None,
                    help="a fixed random subset of N validation images")
     g.add_argument("--workers", type=int, default=4, help="data-loading processes per rank")
-    g.add_argument("--pin-mem", action=flag, default=True)
+    g.add_argument("--pin-mem", action=flag, default=True, help="pinned host memory for GPU copies")
     g.add_argument("--gpu-data", action=flag, default=False, help="hold small datasets on the device")
-    g.add_argument("--auto-augment", action=flag, default=False, help="AutoAugment (CIFAR policy on CIFAR)")
+    g.add_argument("--auto-augment", action=flag, default=False, help="AutoAugment (CIFAR policy on CIFAR; "
+                   "RandAugment, the DeiT recipe, on ImageNet)")
     g.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (0 = off)")
     g.add_argument("--crop-pad", type=int, default=0, help="random crop after padding by this many pixels")
     g.add_argument("--hflip", action=flag, default=False, help="random horizontal flip")
     g.add_argument("--reprob", type=float, default=0.0, help="random-erasing probability")
     g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
     g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fmnist_cnn", help="a timm model name (cifar_resnet18, wrn28_10, resnet50, ...)")
-    g.add_argument("--drop-path", type=float, default=None)
-    g.add_argument("--sync-bn", action=flag, default=False, help="SyncBatchNorm across ranks")
-    g.add_argument("--channels-last", action=flag, default=False)
+    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the model's)")
+    g.add_argument("--sync-bn", action=flag, default=False, help="SyncBatchNorm across ranks (GPUs)")
+    g.add_argument("--channels-last", action=flag, default=False, help="channels_last memory format")
     g.add_argument("--compile", action=flag, default=False, help="torch.compile the model")
-    g = p.add_argument_group("optimizer (unset values: the paper's, Appendix A)")
-    g.add_argument("--opt", default="adamp", choices=["adamp", "lamb", "sgd"])
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--momentum", type=float, default=None, help="SGD momentum")
-    g.add_argument("--opt-betas", type=float, nargs=2, default=None)
-    g.add_argument("--opt-eps", type=float, default=None)
-    g.add_argument("--adamp-delta", type=float, default=None)
-    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    g = p.add_argument_group("optimizer (unset values: the paper's for --opt, Appendix A)")
+    g.add_argument("--opt", default="adamp", choices=list(OPT_DEFAULTS),
+                   help="AdamP (the paper's), LAMB (Appendix B), SGD (for comparison)")
+    g.add_argument("--weight-decay", type=float, default=None, help="(paper App. A: 0.1 for AdamP and LAMB; SGD 5e-4)")
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    g.add_argument("--opt-betas", type=float, nargs=2, default=None, help="(paper App. A: 0.9 0.999)")
+    g.add_argument("--opt-eps", type=float, default=None, help="(paper App. A: AdamP 1e-8, LAMB 1e-6)")
+    g.add_argument("--adamp-delta", type=float, default=None, help="AdamP's projection threshold (paper App. A: 0.1)")
+    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value (off)")
     g.add_argument("--wd-exclude-bias-norm", action=flag, default=False, help="no weight decay on biases and norms")
     g = p.add_argument_group("schedule")
-    g.add_argument("--sched", default="autowu-cos", choices=list(autowu.SCHEDULES))
-    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--sched", default="autowu-cos", choices=list(autowu.REGISTRY),
+                   help="baseline: linear warmup + cosine (paper Sec. 3); autowu-*: AutoWU with cosine or "
+                   "constant-then-cosine decay (Sec. 2); autolr: AutoLR (Kim et al. 2021b)")
+    g.add_argument("--epochs", type=int, default=10, help="epochs of training (the schedule's budget T)")
     g.add_argument("--lr", type=float, default=None, help="peak LR of baseline/const-cosine, initial LR otherwise "
-                   "(default: lr-base scaled to the batch size)")
-    g.add_argument("--lr-base", type=float, default=None, help="LR at --lr-base-size images (AdamP 1e-3, LAMB 1e-2)")
-    g.add_argument("--lr-base-size", type=int, default=256)
-    g.add_argument("--lr-scale", default="sqrt", choices=["sqrt", "linear", "none"])
-    g.add_argument("--warmup-epochs", type=float, default=5.0, help="baseline linear warmup (Section 3: 5)")
-    g.add_argument("--cooldown-fraction", type=float, default=0.2, help="final cosine share of const-cosine")
-    g.add_argument("--autowu-eta-min", type=float, default=1e-5)
-    g.add_argument("--autowu-eta-max", type=float, default=1.0)
-    g.add_argument("--autowu-rho-w", type=float, default=0.5)
-    g.add_argument("--autowu-warmup", default="exp", choices=["exp", "linear"])
-    g.add_argument("--autowu-n-test", type=int, default=5)
-    g.add_argument("--autowu-confidence", type=float, default=0.95)
-    g.add_argument("--autowu-patience", type=int, default=3)
-    g.add_argument("--autowu-rollback", action=flag, default=False)
+                   "(default: --lr-base scaled to the batch size)")
+    g.add_argument("--lr-base", type=float, default=None,
+                   help="LR at --lr-base-size images (paper Sec. 3: AdamP 1e-3; App. B: LAMB 1e-2; SGD 0.1)")
+    g.add_argument("--lr-base-size", type=int, default=256, help="the batch size --lr-base refers to")
+    g.add_argument("--lr-scale", default="sqrt", choices=["sqrt", "linear", "none"],
+                   help="how the peak LR grows with the batch (paper Sec. 3: sqrt)")
+    g.add_argument("--warmup-epochs", type=float, default=5.0, help="baseline linear warmup (paper Sec. 3: 5)")
+    g.add_argument("--cooldown-fraction", type=float, default=0.2,
+                   help="final cosine share of the constant-then-cosine decay (paper Sec. 2.2: 0.2)")
+    g.add_argument("--autowu-eta-min", type=float, default=1e-5, help="AutoWU's initial LR (paper Sec. 2.1.1: 1e-5)")
+    g.add_argument("--autowu-eta-max", type=float, default=1.0,
+                   help="AutoWU's largest possible LR (paper Sec. 2.1.1: 1)")
+    g.add_argument("--autowu-rho-w", type=float, default=0.5,
+                   help="largest warmup share of the steps (paper Sec. 2.1.1: 0.5)")
+    g.add_argument("--autowu-warmup", default="exp", choices=["exp", "linear"],
+                   help="warmup growth (paper Sec. 2.1.1: exp, Eq. 1; App. C.2: linear, Eq. 6)")
+    g.add_argument("--autowu-n-test", type=int, default=5,
+                   help="GP posterior samples per minimum test (paper Sec. 2.1.2: 5)")
+    g.add_argument("--autowu-confidence", type=float, default=0.95,
+                   help="confidence c of the minimum test (paper Sec. 2.1.2: 0.95)")
+    g.add_argument("--autowu-patience", type=int, default=3,
+                   help="passed tests in a row before the switch (paper Sec. 2.1.2: 3)")
+    g.add_argument("--autowu-rollback", action=flag, default=False,
+                   help="at the switch, restore the weights of the step nearest t* (not in the paper)")
     g.add_argument("--autowu-test-every", type=int, default=None,
                    help="beyond the paper: GP test every N optimizer steps (default: each epoch end, the paper's)")
     g.add_argument("--autowu-max-overshoot", type=float, default=None,
-                   help="beyond the paper: test often enough that gamma^(patience*N) <= this (e.g. 1.5)")
-    g.add_argument("--sched-kwargs", type=yaml_mapping, default=None, help="mapping passed to the scheduler class")
+                   help="beyond the paper: test often enough that the LR grows at most this factor between "
+                   "passing the minimum and the switch (results/cadence.md recommends 3)")
+    g.add_argument("--sched-kwargs", type=yaml_mapping, default=None,
+                   help="mapping of further scheduler-class arguments, e.g. '{fit_steps: 50}'; an argument that has "
+                   "a flag above must be set with the flag")
     g = p.add_argument_group("batch")
-    g.add_argument("--batch-size", type=int, default=256, help="GLOBAL batch: images per optimizer step")
-    g.add_argument("--micro-batch", type=int, default=None, help="images per device per forward "
-                   "(default: batch-size / processes, i.e. no accumulation)")
-    g.add_argument("--val-batch-size", type=int, default=None, help="per device (default: the micro-batch)")
+    g.add_argument("--batch-size", type=int, default=256, help="GLOBAL batch: images per optimizer step, all "
+                   "processes together")
+    g.add_argument("--micro-batch", type=int, default=None, help="per-device MAXIMUM images per forward: the largest "
+                   "micro-batch <= it that divides batch/processes is used, the rest is gradient accumulation "
+                   "(default: batch/processes, no accumulation)")
+    g.add_argument("--val-batch-size", type=int, default=None, help="per device (default: the micro-batch used)")
     g = p.add_argument_group("run")
-    g.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
+    g.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"], help="mixed precision")
     g.add_argument("--log-interval", type=int, default=50, help="optimizer steps between log writes")
-    g.add_argument("--checkpoint-interval", type=int, default=0, help="also keep epoch_NNN.pt every N epochs")
-    g.add_argument("--max-nonfinite", type=int, default=20, help="stop after this many non-finite losses in a row")
-    g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    g.add_argument("--checkpoint-interval", type=int, default=0, help="also keep epoch_NNN.pt every N epochs (0: "
+                   "only last.pt)")
+    g.add_argument("--max-nonfinite", type=int, default=20, help="stop after this many non-finite losses in a row "
+                   "(0: never)")
+    g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs, and after the last")
     return p
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in its help; the epilog's line breaks kept."""
 
 
 def config_dict(args: argparse.Namespace) -> dict:
@@ -131,7 +175,7 @@ def config_dict(args: argparse.Namespace) -> dict:
 
 
 def prepare_args(args: argparse.Namespace, info: DistInfo) -> None:
-    """Resolve defaults and check the batch arithmetic; raise ConfigError before anything is written."""
+    """Resolve defaults; raise ConfigError for settings that cannot run (before anything is written)."""
     if args.output is None and not args.smoke:
         raise ConfigError("--output DIR is required (the run directory that receives logs and checkpoints)")
     for name in ("batch_size", "epochs", "log_interval", "val_interval", "lr_base_size"):
@@ -139,9 +183,8 @@ def prepare_args(args: argparse.Namespace, info: DistInfo) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     resolve_optimizer_defaults(args)  # the peak LR follows the config's real batch size, also in smoke mode
     if args.smoke:
-        from framework.data import DATASET_META
         if args.dataset != "synthetic":
-            args.num_classes, args.in_chans, args.img_size = DATASET_META[args.dataset]
+            args.num_classes, args.in_chans, args.img_size = DATASETS[args.dataset].shape
         args.dataset, args.micro_batch, args.batch_size = "synthetic", 2, 4 * info.world_size
         args.synthetic_train_size, args.synthetic_val_size = args.smoke * args.batch_size, 2 * info.world_size
         args.val_batch_size, args.workers, args.checkpoint_interval = 2, 0, 0
@@ -150,21 +193,9 @@ def prepare_args(args: argparse.Namespace, info: DistInfo) -> None:
             args.amp, args.compile, args.sync_bn = "none", False, False
     if args.sync_bn and info.distributed and info.device.type != "cuda":
         raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm is CUDA-only); use --no-sync-bn on CPU")
-    if args.micro_batch is None:
-        if args.batch_size % info.world_size:
-            raise ConfigError(f"--batch-size {args.batch_size} is not divisible by the {info.world_size} processes; "
-                              "set --micro-batch so that batch = micro-batch x processes x accumulation")
-        args.micro_batch = args.batch_size // info.world_size
-    per_step = args.micro_batch * info.world_size
-    if args.micro_batch < 1 or args.batch_size % per_step:
-        raise ConfigError(f"--batch-size {args.batch_size} is not a multiple of --micro-batch {args.micro_batch} x "
-                          f"{info.world_size} processes = {per_step}: choose them so that batch = micro-batch x "
-                          "processes x accumulation steps")
-    if args.val_batch_size is None:
-        args.val_batch_size = args.micro_batch
 
 
-def environment(info: DistInfo, accum_steps: int) -> dict:
+def environment(info: DistInfo, split: BatchSplit) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -174,190 +205,275 @@ def environment(info: DistInfo, accum_steps: int) -> dict:
     return {"git_commit": commit, "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
             "device": torch.cuda.get_device_name(info.device) if cuda else platform.processor() or "cpu",
             "host": platform.node(), "python": platform.python_version(), "world_size": info.world_size,
-            "launcher": info.launcher, "accum_steps": accum_steps, "argv": sys.argv}
+            "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(), "argv": sys.argv}
+
+
+@dataclass
+class Plan:
+    """What :func:`plan` decided and built before anything is written: the data, the model, the precision, and the
+    checkpoint to continue (if any)."""
+    data: Any
+    model: nn.Module
+    amp: AmpGrad
+    ckpt: Optional[dict] = None
+    ckpt_file: Optional[str] = None
+    position: Position = field(default_factory=Position)
+    note: Optional[str] = None  # how the resumed run differs (another batch split)
+
+
+@dataclass
+class RunRecord:
+    """The run's results so far (train.py owns them; saved in checkpoints so a resumed run keeps them)."""
+    final_top1: Optional[float] = None
+    final_top5: Optional[float] = None
+    best_top1: Optional[float] = None
+    best_top5: Optional[float] = None
+    best_epoch: Optional[int] = None
+    images_per_s: list = field(default_factory=list)
+    elapsed_s: float = 0.0  # training wall time, earlier (interrupted) processes included
+
+    def validated(self, epoch: int, metrics: dict) -> None:
+        self.final_top1, self.final_top5 = metrics["top1"], metrics["top5"]
+        if metrics["top1"] is not None and (self.best_top1 is None or metrics["top1"] > self.best_top1):
+            self.best_top1, self.best_top5, self.best_epoch = metrics["top1"], metrics["top5"], epoch
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Run:
+    """Everything built for training (:func:`build`)."""
+    args: argparse.Namespace
+    info: DistInfo
+    data: Any
+    logger: RunLogger
+    model: nn.Module  # wrapped (compile, DDP) for training
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    schedule: autowu.ScheduleEntry
+    amp: AmpGrad
+    loss_fn: Callable
+    temp_output: bool
+    pos: Position = field(default_factory=Position)
+    stats: TrainStats = field(default_factory=TrainStats)
+    record: RunRecord = field(default_factory=RunRecord)
 
 
 def main(args: argparse.Namespace) -> int:
+    """parse (done by the caller) -> plan -> build -> resume -> loop -> finish."""
     info = init_distributed(args.device, args.local_rank)
     if info.device.type == "cuda":  # fixed input shapes: cuDNN autotunes its kernels once (timm's train.py does too)
         torch.backends.cudnn.benchmark = True
     try:
-        prepare_args(args, info)
-        from framework.data import build_data
-        from framework.models import create_model
-        data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
-        check_schedule(args, data.steps_per_epoch)
-        ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
-        ckpt = load_checkpoint(ckpt_file) if ckpt_file else None
-        if ckpt is not None:
-            check_resumable(ckpt["config"], config_dict(args), ckpt_file)
+        p = plan(args, info)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         sys.stderr.write(f"error{f' (rank {info.rank})' if info.distributed else ''}: {e}\n")
         cleanup()
         return 2
+    run = build(args, info, p)
+    stop = StopFlag()
+    stop.install()
+    try:
+        resume(run, p)
+        status = loop(run, p, stop)
+        if status != "preempted":
+            finish(run, status)
+        return 0
+    finally:
+        stop.uninstall()
+        run.logger.close()
+        if run.temp_output and info.is_main:
+            shutil.rmtree(args.output, ignore_errors=True)
+        cleanup()
+
+
+def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
+    """Resolve the settings, build the data and the model, check the schedule and decide whether (and where) a
+    checkpoint continues: every refusal happens here, before the run directory is touched."""
+    prepare_args(args, info)
+    data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
+    check_schedule(args, data.steps_per_epoch)
+    model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
+                        sync_bn=args.sync_bn and info.distributed)
+    out = Plan(data, model, AmpGrad(args.amp, info.device, args.clip_grad))
+    out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
+    if out.ckpt_file:
+        out.ckpt = load_checkpoint(out.ckpt_file)
+        out.position, out.note = check_resume(out.ckpt, config_dict(args), data.split, data.steps_per_epoch,
+                                              out.ckpt_file)
+    return out
+
+
+def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
+    """The run directory, logger, optimizer, loss and schedule."""
+    data, split = p.data, p.data.split
     temp_output = args.output is None  # smoke mode without --output: a throwaway run directory
     if temp_output:
         args.output = tempfile.mkdtemp(prefix="smoke-") if info.is_main else "/nonexistent"
-    steps_per_epoch, accum = data.steps_per_epoch, data.accum_steps
-    total_steps = steps_per_epoch * args.epochs
+    resume_pos = p.position.to_dict() if p.ckpt else None
     if info.is_main:
         os.makedirs(args.output, exist_ok=True)
         write_config(argparse.Namespace(**config_dict(args)), os.path.join(args.output, "args.yaml"))
-    resume_pos = {"step": ckpt["step"], "epoch": ckpt["epoch"]} if ckpt else None
-    if info.is_main:
         logger = RunLogger(args.output, True, resume=resume_pos)
     else:  # AUTOWU_LOG_ALL_RANKS=1 (a check that ranks agree): OUTPUT/rankN/ gets this rank's steps.csv/events.jsonl
         all_ranks = os.environ.get("AUTOWU_LOG_ALL_RANKS") == "1" and not temp_output
         logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
                            tensorboard=False, console=False)
-    logger.write_json("env.json", environment(info, accum))
-    logger.info(f"{args.model} on {args.dataset}: batch {args.batch_size} = {args.micro_batch} x {info.world_size} "
-                f"processes x {accum} accumulation; {steps_per_epoch} steps/epoch x {args.epochs} epochs; "
-                f"{args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
+    logger.write_json("env.json", environment(info, split))
+    logger.info(f"{args.model} on {args.dataset}: {split.describe()}; {data.steps_per_epoch} steps/epoch x "
+                f"{args.epochs} epochs; {args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
 
-    seed_everything(args.seed)  # identical initial weights on every rank
-    model = create_model(args, data.num_classes, data.in_chans, data.img_size)
-    if args.sync_bn and info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(info.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, amp = p.model, p.amp
     optimizer = create_optimizer(args, model)
-    amp = AmpGrad(args.amp, info.device, args.clip_grad)
     loss_fn = build_loss(args.label_smoothing)
+    schedule = autowu.schedule_entry(args.sched)
+    probe = data.new_train_loader() if schedule.needs_probe else None  # its own loader (epoch-0 order): probing
+    # never disturbs the training iterator
 
-    probe = None
-    if args.sched == "autolr":  # AutoLR probes on training micro-batches from loaders of its own (epoch-0 order),
-        probe = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device).train
-
-    def autolr_batches():  # so that probing never disturbs the training iterator
+    def probe_batches():
         for x, y in probe:
             yield x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
 
-    def autolr_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with amp.autocast():
-            return loss_fn(m(x), y)
+    scheduler = create_schedule(args, optimizer, model, data.steps_per_epoch, loss_fn=probe_loss(amp, loss_fn),
+                                batches=probe_batches, forwards_per_step=split.accum_steps)
+    return Run(args, info, data, logger, model, model, optimizer, scheduler, schedule, amp, loss_fn, temp_output)
 
-    scheduler = create_schedule(args, optimizer, model, steps_per_epoch, loss_fn=autolr_loss,
-                                batches=autolr_batches, forwards_per_step=accum)
-    state = LoopState()
-    start_batch = 0
-    if ckpt is not None:  # the scheduler is built first: building it rewrites the groups' LR
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if amp.scaler is not None and ckpt.get("scaler"):
-            amp.scaler.load_state_dict(ckpt["scaler"])
-        state = LoopState(**ckpt["loop"])
-        start_batch = ckpt["batch_index"]
-        logger.info(f"resumed from {ckpt_file}: epoch {state.epoch}, step {state.step}, micro-batch {start_batch}")
-    raw_model = model
+
+def resume(run: Run, p: Plan) -> None:
+    """Load the checkpoint ``plan`` accepted (the scheduler is built first: building it rewrites the groups' LR),
+    then wrap the model for training (compile, DDP)."""
+    ckpt, args, info = p.ckpt, run.args, run.info
+    if ckpt is not None:
+        run.raw_model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        if run.amp.scaler is not None and ckpt.get("scaler"):
+            run.amp.scaler.load_state_dict(ckpt["scaler"])
+        run.pos = p.position
+        stats, record = _saved_counters(ckpt)
+        run.stats, run.record = TrainStats(**stats), RunRecord(**record)
+        run.logger.info(f"resumed from {p.ckpt_file}: epoch {run.pos.epoch}, step {run.pos.step}, sample "
+                        f"{run.pos.sample}")
+        if p.note:
+            run.logger.info(p.note)
     if args.compile:
-        model = torch.compile(model)
+        run.model = torch.compile(run.model)
     if info.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        run.model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
-    def save(path: str, batch_index: int) -> None:  # on every rank (collectives), rank 0 writes
-        rngs = _gather_rng(info)
-        if hasattr(scheduler, "reduce_pending_losses"):  # AutoWU mid-epoch: save the cross-rank average
-            scheduler.reduce_pending_losses()
-        if info.is_main:
-            save_checkpoint(path, model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=amp.scaler,
-                            epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),
-                            rng_per_rank=rngs,
-                            extra={"loop": state.to_dict()})
 
-    def preempted(batch_index: int) -> int:  # SIGTERM/SIGUSR1: save where the epoch is, exit for the requeued job
-        state.elapsed_s += time.perf_counter() - process_start
-        save(os.path.join(args.output, "last.pt"), batch_index)
-        logger.log_event({"type": "preempted", "epoch": state.epoch, "step": state.step, "signal": stop.signal,
-                          "batch_index": batch_index})
-        logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
+def _saved_counters(ckpt: dict) -> tuple[dict, dict]:
+    """The loop's counters and the run's record from a checkpoint (older ones held both in one ``loop`` dict)."""
+    if "stats" in ckpt:
+        return ckpt["stats"], ckpt["record"]
+    loop = ckpt.get("loop", {})
+    stats = {k: loop[k] for k in TrainStats().to_dict() if k in loop}
+    record = {k: loop[k] for k in RunRecord().to_dict() if k in loop}
+    return stats, record
+
+
+def save(run: Run, path: str) -> None:
+    """Checkpoint at the current position; on every rank (collectives), rank 0 writes."""
+    rngs = _gather_rng(run.info)
+    run.schedule.before_save(run.scheduler)
+    if run.info.is_main:
+        save_checkpoint(path, model=run.raw_model, optimizer=run.optimizer, scheduler=run.scheduler,
+                        scaler=run.amp.scaler, position=run.pos.to_dict(), split=run.data.split.to_dict(),
+                        steps_per_epoch=run.data.steps_per_epoch, config=config_dict(run.args), rng_per_rank=rngs,
+                        extra={"stats": run.stats.to_dict(), "record": run.record.to_dict()})
+
+
+def loop(run: Run, p: Plan, stop: StopFlag) -> str:
+    """Train epoch by epoch from the run's position; return ``finished``, ``diverged`` or ``preempted``."""
+    args, info, data, logger, pos, record = run.args, run.info, run.data, run.logger, run.pos, run.record
+    output = args.output
+    last_epoch = 1 if args.smoke else args.epochs
+    total_steps = data.steps_per_epoch * args.epochs
+    process_start = time.perf_counter()
+    ckpt = p.ckpt
+
+    def preempted() -> str:  # SIGTERM/SIGUSR1/SIGINT: save where the epoch is, exit for the requeued job
+        record.elapsed_s += time.perf_counter() - process_start
+        save(run, os.path.join(output, "last.pt"))
+        logger.log_event({"type": "preempted", "epoch": pos.epoch, "step": pos.step, "signal": stop.signal,
+                          "batch_index": data.split.micro_batches(pos.sample), "sample": pos.sample})
+        logger.info(f"signal {stop.signal}: saved {output}/last.pt at step {pos.step}; exiting so the "
                     "requeued job resumes from it")
         barrier(info)  # no rank exits before rank 0 has written: an exit ends the others (srun --kill-on-bad-exit)
-        return 0
+        return "preempted"
 
-    stop = StopFlag()
-    stop.install()
-    try:
-        status, process_start = "finished", time.perf_counter()
-        last_epoch = 1 if args.smoke else args.epochs
-        for epoch in range(state.epoch, last_epoch):
-            state.epoch = epoch
-            if start_batch and ckpt is not None and len(ckpt.get("rng_per_rank", [])) == info.world_size:
-                set_rng_state(ckpt["rng_per_rank"][info.rank])  # mid-epoch resume: continue the same random stream
-            else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
-                seed_everything(args.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank + start_batch)
-            data.train.set_epoch(epoch, start_batch=start_batch)
-            result = train_one_epoch(model, data.train, optimizer, scheduler, amp, loss_fn, state,
-                                     steps_per_epoch=steps_per_epoch, accum_steps=accum, batch_size=args.batch_size,
-                                     info=info, logger=logger, args=args, stop=stop, start_batch=start_batch,
-                                     max_steps=args.smoke or None, total_steps=total_steps)
-            start_batch = 0
-            if result.status == "preempted":
-                return preempted(result.batch_index)
-            if result.status == "diverged":
-                status = "diverged"
-                logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
-                                  "consecutive": state.nonfinite_run, "total": state.nonfinite_total})
-                logger.warning(f"diverged: {state.nonfinite_run} non-finite losses in a row (--max-nonfinite "
-                               f"{args.max_nonfinite}) at step {state.step}; stopping. The last good checkpoint is "
-                               f"{args.output}/last.pt (if an epoch finished)")
-                break
-            images_per_s = result.images / max(result.seconds, 1e-9)
-            record = {"epoch": epoch, "step": state.step, "lr": result.last_lr,
-                      "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
-                      "epoch_time": result.seconds, "images_per_s": images_per_s}
-            if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
-                metrics = evaluate(model, data.val, amp, info, args.channels_last, stop=stop)
-                if metrics.get("stopped"):  # signal during validation: the resumed run validates this epoch
-                    return preempted(result.batch_index)
-                record.update(metrics)
-                state.final_top1, state.final_top5 = record["top1"], record["top5"]
-                if record["top1"] is not None and (state.best_top1 is None or record["top1"] > state.best_top1):
-                    state.best_top1, state.best_top5, state.best_epoch = record["top1"], record["top5"], epoch
-            state.images_per_s.append(images_per_s)
-            logger.log_epoch(record)
-            logger.info(f"epoch {epoch}: train loss {_fmt(record['train_loss'])} val loss {_fmt(record['val_loss'])} "
-                        f"top1 {_fmt(record['top1'])} top5 {_fmt(record['top5'])} ({result.seconds:.1f}s, "
-                        f"{images_per_s:.0f} img/s)")
-            state.epoch, state.epoch_loss_sum, state.epoch_loss_n = epoch + 1, 0.0, 0
-            state.elapsed_s += time.perf_counter() - process_start
-            process_start = time.perf_counter()
-            if not args.smoke:
-                if parameters_finite(raw_model.parameters()):
-                    save(os.path.join(args.output, "last.pt"), 0)
-                    if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
-                        shutil.copyfile(os.path.join(args.output, "last.pt"),
-                                        os.path.join(args.output, f"epoch_{epoch:03d}.pt"))
-                else:
-                    logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
-            if result.status == "stopped":
-                break
+    while pos.epoch < last_epoch:
+        epoch = pos.epoch
+        start_batch = data.split.micro_batches(pos.sample)
+        if start_batch and ckpt is not None and len(ckpt.get("rng_per_rank", [])) == info.world_size:
+            set_rng_state(ckpt["rng_per_rank"][info.rank])  # mid-epoch resume: continue the same random stream
+        else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
+            seed_everything(args.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank + start_batch)
+        data.train.set_epoch(epoch, start_batch=start_batch)
+        result = train_one_epoch(run.model, data.train, run.optimizer, run.scheduler, run.amp, run.loss_fn, pos,
+                                 run.stats, split=data.split, steps_per_epoch=data.steps_per_epoch, info=info,
+                                 logger=logger, stop=stop, describe=run.schedule, log_interval=args.log_interval,
+                                 max_nonfinite=args.max_nonfinite, channels_last=args.channels_last,
+                                 max_steps=args.smoke or None, total_steps=total_steps)
+        if result.status == "preempted":
+            return preempted()
+        if result.status == "diverged":
+            logger.log_event({"type": "diverged", "epoch": epoch, "step": pos.step,
+                              "consecutive": run.stats.nonfinite_run, "total": run.stats.nonfinite_total})
+            logger.warning(f"diverged: {run.stats.nonfinite_run} non-finite losses in a row (--max-nonfinite "
+                           f"{args.max_nonfinite}) at step {pos.step}; stopping. The last good checkpoint is "
+                           f"{output}/last.pt (if an epoch finished)")
+            record.elapsed_s += time.perf_counter() - process_start
+            return "diverged"
+        images_per_s = result.images / max(result.seconds, 1e-9)
+        epoch_record = {"epoch": epoch, "step": pos.step, "lr": result.last_lr,
+                        "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
+                        "epoch_time": result.seconds, "images_per_s": images_per_s}
+        if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
+            metrics = evaluate(run.model, data.val, run.amp, info, args.channels_last, stop=stop)
+            if metrics.get("stopped"):  # a signal during validation: the resumed run validates this epoch
+                return preempted()
+            epoch_record.update(metrics)
+            record.validated(epoch, epoch_record)
+        record.images_per_s.append(images_per_s)
+        logger.log_epoch(epoch_record)
+        logger.info(f"epoch {epoch}: train loss {_fmt(epoch_record['train_loss'])} val loss "
+                    f"{_fmt(epoch_record['val_loss'])} top1 {_fmt(epoch_record['top1'])} top5 "
+                    f"{_fmt(epoch_record['top5'])} ({result.seconds:.1f}s, {images_per_s:.0f} img/s)")
+        pos.epoch, pos.sample = epoch + 1, 0
+        run.stats.new_epoch()
+        record.elapsed_s += time.perf_counter() - process_start
+        process_start = time.perf_counter()
+        if not args.smoke:
+            if parameters_finite(run.raw_model.parameters()):
+                save(run, os.path.join(output, "last.pt"))
+                if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
+                    shutil.copyfile(os.path.join(output, "last.pt"), os.path.join(output, f"epoch_{epoch:03d}.pt"))
+            else:
+                logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
+        if result.status == "stopped":
+            break
+    record.elapsed_s += time.perf_counter() - process_start
+    return "finished"
 
-        state.elapsed_s += time.perf_counter() - process_start
-        hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
-                    else f"{info.world_size}x cpu ({platform.node()})")
-        results = {"status": status, "config": config_dict(args), "final_top1": state.final_top1,
-                   "final_top5": state.final_top5, "best_top1": state.best_top1, "best_top5": state.best_top5,
-                   "best_epoch": state.best_epoch, "switch": getattr(scheduler, "switch", None),
-                   "wall_time_s": state.elapsed_s, "epochs": state.epoch, "steps": state.step,
-                   "images_per_s": (sum(state.images_per_s) / len(state.images_per_s)) if state.images_per_s else None,
-                   "hardware": hardware}
-        if hasattr(scheduler, "extra_forward_passes"):  # AutoLR's cost (its paper: <= 16.6% on CIFAR-10)
-            results["autolr"] = {"extra_forward_passes": scheduler.extra_forward_passes,
-                                 "overhead": scheduler.overhead, "compute_overhead": scheduler.compute_overhead}
-        logger.write_json("results.json", results)
-        logger.info(f"{status}: final top1 {_fmt(state.final_top1)} best top1 {_fmt(state.best_top1)} "
-                    f"(epoch {state.best_epoch}); {state.step} steps in {state.elapsed_s:.0f}s")
-        return 0
-    finally:
-        stop.uninstall()
-        logger.close()
-        if temp_output and info.is_main:
-            shutil.rmtree(args.output, ignore_errors=True)
-        cleanup()
+
+def finish(run: Run, status: str) -> None:
+    """results.json and the closing line."""
+    info, rec, pos = run.info, run.record, run.pos
+    hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
+                else f"{info.world_size}x cpu ({platform.node()})")
+    results = {"status": status, "config": config_dict(run.args), "final_top1": rec.final_top1,
+               "final_top5": rec.final_top5, "best_top1": rec.best_top1, "best_top5": rec.best_top5,
+               "best_epoch": rec.best_epoch, "switch": None, "wall_time_s": rec.elapsed_s, "epochs": pos.epoch,
+               "steps": pos.step,
+               "images_per_s": (sum(rec.images_per_s) / len(rec.images_per_s)) if rec.images_per_s else None,
+               "hardware": hardware, "split": run.data.split.to_dict(), **run.schedule.results(run.scheduler)}
+    run.logger.write_json("results.json", results)
+    run.logger.info(f"{status}: final top1 {_fmt(rec.final_top1)} best top1 {_fmt(rec.best_top1)} "
+                    f"(epoch {rec.best_epoch}); {pos.step} steps in {rec.elapsed_s:.0f}s")
 
 
 def _gather_rng(info: DistInfo) -> list:

@@ -4,14 +4,14 @@
 and ``create_scheduler`` serve the training framework. Depends on torch and numpy only (GPyTorch is used by the
 tests as the reference the fast GP test is checked against).
 """
-from .factory import SCHEDULES, create_scheduler
+from .factory import REGISTRY, SCHEDULES, ScheduleEntry, create_scheduler, schedule_entry
 from .gp import MinimumTest
 from .scheduler import AutoWU
 from .schedules import (ConstantCosine, StepScheduler, WarmupCosine, cosine_lr, decay_lr, sqrt_scaled_lr,
                         warmup_cosine_lr)
 
-__all__ = ["AutoWU", "AutoLR", "ConstantCosine", "MinimumTest", "SCHEDULES", "StepScheduler", "WarmupCosine",
-           "cosine_lr", "create_scheduler", "decay_lr", "sqrt_scaled_lr", "warmup_cosine_lr"]
+__all__ = ["AutoWU", "AutoLR", "ConstantCosine", "MinimumTest", "REGISTRY", "SCHEDULES", "ScheduleEntry", "StepScheduler",
+           "WarmupCosine", "cosine_lr", "create_scheduler", "schedule_entry", "decay_lr", "sqrt_scaled_lr", "warmup_cosine_lr"]
 __version__ = "0.1.0"
 
 

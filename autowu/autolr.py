@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from .comm import mean_over_ranks
 from .scheduler import _to_cpu
 from .schedules import StepScheduler, _check_config, _check_int, _check_positive
 
@@ -393,14 +393,7 @@ class AutoLR(StepScheduler):
                 m.training = training
 
     def _all_reduce_mean(self, values: Tensor) -> Tensor:
-        group = self.process_group
-        if group is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            group = dist.group.WORLD
-        if group is None:
-            return values
-        values = values.clone()
-        dist.all_reduce(values, group=group)
-        return values / dist.get_world_size(group)
+        return mean_over_ranks(values, self.process_group)
 
     # -- checkpointing -------------------------------------------------------------------------------------------
     def _config(self) -> dict:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
+from .comm import active_group, comm_device, mean_over_ranks
 from .gp import GPState, MinimumTest
 from .schedules import (StepScheduler, _check_bool, _check_choice, _check_config, _check_fraction, _check_int,
                         _check_positive, _check_state, _is_step, decay_lr)
@@ -588,16 +589,10 @@ class AutoWU(StepScheduler):
 
     # -- per-epoch data movement and collectives -----------------------------------------------------------------
     def _group(self):
-        if self.process_group is not None:
-            return self.process_group
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return dist.group.WORLD
-        return None
+        return active_group(self.process_group)
 
     def _comm_device(self, like: Optional[torch.Tensor]) -> torch.device:
-        if dist.get_backend(self._group()) == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return like.device if like is not None and like.device.type != "cuda" else torch.device("cpu")
+        return comm_device(self._group(), like)
 
     def _gather_epoch_losses(self) -> np.ndarray:
         """Stack the epoch's losses on their device, average across ranks, move to the host once."""
@@ -636,12 +631,7 @@ class AutoWU(StepScheduler):
         return _stack(self._epoch_losses) if self._epoch_losses else None
 
     def _all_reduce_mean(self, buf: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        group = self._group()
-        if buf is None or group is None:
-            return buf
-        buf = buf.to(self._comm_device(buf))
-        dist.all_reduce(buf, group=group)
-        return buf / dist.get_world_size(group)
+        return None if buf is None else mean_over_ranks(buf, self._group())
 
     def _broadcast(self, values: list[float]) -> list[float]:
         group = self._group()

@@ -88,6 +88,7 @@ class StepScheduler(LRScheduler):
         # torch's schedulers warn when step() comes before the first optimizer.step(); a post-step hook tells us
         self._optimizer_stepped = _Flag()
         self._optimizer_hook = optimizer.register_step_post_hook(self._optimizer_stepped)
+        self._last_schedule_lr = float("nan")  # set with the first LR the subclass applies
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -124,6 +125,12 @@ class StepScheduler(LRScheduler):
             self._optimizer_hook.remove()
             self._optimizer_hook = None
 
+    @property
+    def last_schedule_lr(self) -> float:
+        """The LR this schedule computed for the next optimizer step, before per-group ratios and timm's
+        ``lr_scale`` (the curve to plot: with layer-decay groups, group 0's LR is the lowest layer's)."""
+        return self._last_schedule_lr
+
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
 
@@ -131,6 +138,7 @@ class StepScheduler(LRScheduler):
         return [self.lr_at(self.last_epoch) * r for r in self.group_ratios]
 
     def _apply_lr(self, lr: float) -> None:
+        self._last_schedule_lr = float(lr)
         self._last_lr = [lr * r for r in self.group_ratios]
         for g, group_lr in zip(self.optimizer.param_groups, self._last_lr):
             g["lr"] = group_lr

@@ -1,6 +1,7 @@
 """Checkpoints that resume a run exactly: model, optimizer, scheduler (AutoWU's full state), grad scaler, position
-(epoch, optimizer step, micro-batch index), RNG states, config. Written atomically (temp file + ``os.replace``) so
-a kill during the write leaves the previous checkpoint intact.
+(epoch, optimizer step, samples of the epoch), batch split, RNG states, config, the loop's counters. Written atomically
+(framework/io.py) so a kill during the write leaves the previous checkpoint intact. Whether a checkpoint may continue
+under the settings given now is decided by framework/runspec.py.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import nn
+
+from .io import atomic_write
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -48,24 +51,21 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: Optional[torch.amp.GradScaler], epoch: int, step: int, batch_index: int,
+                    scaler: Optional[torch.amp.GradScaler], position: dict, split: dict, steps_per_epoch: int,
                     config: dict, rng_per_rank: list, extra: Optional[dict] = None) -> None:
-    """Write everything needed to continue from optimizer step ``step`` (the next micro-batch of epoch ``epoch`` is
-    ``batch_index``) to ``path`` atomically. ``rng_per_rank``: :func:`rng_state` of every rank."""
+    """Write everything needed to continue from ``position`` (framework.runspec.Position as a dict: epoch, optimizer
+    step, samples of the epoch used) to ``path`` atomically. ``split``: the BatchSplit it was made under;
+    ``rng_per_rank``: :func:`rng_state` of every rank; ``extra``: the loop's counters and the run's results so far."""
     state = {
         "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch, "step": step, "batch_index": batch_index,
+        "position": dict(position), "split": dict(split), "steps_per_epoch": steps_per_epoch,
+        "epoch": position["epoch"], "step": position["step"],  # also at the top level, for readers of old files
         "rng_per_rank": rng_per_rank, "config": config, **(extra or {}),
     }
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -73,19 +73,6 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume {path!r}: no such checkpoint")
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-# Settings a run may not change when it resumes: they fix the schedule's step grid and the model.
-RESUME_MUST_MATCH = ("model", "dataset", "batch_size", "epochs", "sched", "opt", "seed")
-
-
-def check_resumable(saved: dict, current: dict, path: str) -> None:
-    """Refuse to resume a checkpoint made with a different model, data, batch, schedule or optimizer."""
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in RESUME_MUST_MATCH
-             if k in saved and saved.get(k) != current.get(k)]
-    if diffs:
-        raise ValueError(f"cannot resume from {path}: the config changed ({'; '.join(diffs)}). Use a new --output "
-                         "directory or --resume none to start afresh.")
 
 
 def resume_path(resume: str, output: str) -> Optional[str]:

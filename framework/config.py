@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from .io import atomic_write
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run: the message says what is wrong and what to do."""
@@ -112,7 +114,4 @@ def _check_scalar(action: argparse.Action, value: Any, bad) -> Any:
 def write_config(args: argparse.Namespace, path: str) -> None:
     """Write the resolved config (every flag, in kebab-case like the YAML files) to ``path``."""
     data = {k.replace("_", "-"): (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items())}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: yaml.safe_dump(data, f, sort_keys=False))

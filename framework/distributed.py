@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from autowu.comm import mean_over_ranks
+
 
 @dataclass
 class DistInfo:
@@ -105,12 +107,8 @@ def init_distributed(device: str = "auto", local_rank_arg: Optional[int] = None)
 
 
 def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean over ranks (a copy); the tensor itself when there is one process."""
-    if not info.distributed:
-        return tensor
-    out = tensor.clone()
-    dist.all_reduce(out)
-    return out / info.world_size
+    """Mean over ranks (a copy); the tensor itself when there is one process (:func:`autowu.comm.mean_over_ranks`)."""
+    return mean_over_ranks(tensor) if info.distributed else tensor
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

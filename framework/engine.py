@@ -7,20 +7,23 @@ Divergence (non-finite losses) is judged on those rank-averaged values, so every
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autowu.factory import ScheduleEntry
+
+from .batch import BatchSplit
 from .distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank
 from .logger import RunLogger
+from .runspec import Position
 
 
 # -- AMP and the optimizer step ----------------------------------------------------------------------------------
@@ -74,6 +77,14 @@ def build_loss(label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Te
     return loss_fn
 
 
+def probe_loss(amp: AmpGrad, loss_fn: Callable) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss(model, x, y)``: the training loss under the run's autocast (what AutoLR's probes evaluate)."""
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with amp.autocast():
+            return loss_fn(model(x), y)
+    return loss
+
+
 # -- preemption ---------------------------------------------------------------------------------------------------
 class StopFlag:
     """Set by SIGTERM/SIGUSR1 (SLURM preemption, torchrun's forwarded SIGTERM); the loop stops at the next
@@ -103,31 +114,24 @@ class StopFlag:
 
 # -- the loop ------------------------------------------------------------------------------------------------------
 @dataclass
-class LoopState:
-    """The position and running counters of a run (saved in every checkpoint)."""
-    epoch: int = 0
-    step: int = 0  # optimizer steps taken
+class TrainStats:
+    """The loop's running counters across steps (saved in every checkpoint, so a resumed run continues them)."""
     nonfinite_run: int = 0  # non-finite step losses in a row (rank-averaged)
     nonfinite_total: int = 0
     epoch_loss_sum: float = 0.0  # finite step losses of the current epoch read so far
     epoch_loss_n: int = 0
-    elapsed_s: float = 0.0  # training wall time of earlier (interrupted) processes
     history_logged: int = 0  # scheduler history entries already in events.jsonl
-    final_top1: Optional[float] = None
-    final_top5: Optional[float] = None
-    best_top1: Optional[float] = None
-    best_top5: Optional[float] = None
-    best_epoch: Optional[int] = None
-    images_per_s: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def new_epoch(self) -> None:
+        self.epoch_loss_sum, self.epoch_loss_n = 0.0, 0
+
 
 @dataclass
 class EpochResult:
-    status: str  # "done", "preempted" or "diverged"
-    batch_index: int  # the next micro-batch of the epoch (for a mid-epoch checkpoint)
+    status: str  # "done", "stopped" (max_steps), "preempted" or "diverged"
     train_loss: Optional[float]
     last_lr: Optional[float]  # the LR the epoch's last step used
     images: int
@@ -135,25 +139,30 @@ class EpochResult:
 
 
 def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    amp: AmpGrad, loss_fn: Callable, state: LoopState, *, steps_per_epoch: int, accum_steps: int,
-                    batch_size: int, info: DistInfo, logger: RunLogger, args: argparse.Namespace,
-                    stop: StopFlag, start_batch: int = 0, max_steps: Optional[int] = None,
+                    amp: AmpGrad, loss_fn: Callable, pos: Position, stats: TrainStats, *, split: BatchSplit,
+                    steps_per_epoch: int, info: DistInfo, logger: RunLogger, stop: StopFlag,
+                    describe: Optional[ScheduleEntry] = None, log_interval: int = 50, max_nonfinite: int = 0,
+                    channels_last: bool = False, max_steps: Optional[int] = None,
                     total_steps: Optional[int] = None) -> EpochResult:
-    """Train one epoch from micro-batch ``start_batch``: ``accum_steps`` micro-batches make one optimizer step of
-    ``batch_size`` images (all ranks together); the scheduler sees each optimizer step's loss (its micro-batch mean,
-    on the device). Stops early on preemption, divergence, or after ``max_steps`` optimizer steps in all."""
+    """Train epoch ``pos.epoch`` from its sample ``pos.sample``: ``split.accum_steps`` micro-batches make one
+    optimizer step of ``split.batch_size`` images (all ranks together); the scheduler sees each optimizer step's loss
+    (its micro-batch mean, on the device). ``pos`` and ``stats`` advance with every step. Stops early on preemption
+    (``stop``), divergence (``max_nonfinite`` non-finite losses in a row), or after ``max_steps`` steps in all.
+    ``describe``: the schedule's registry entry (console lines and TensorBoard scalars for its decisions)."""
     model.train()
     device = info.device
     params = [p for p in model.parameters() if p.requires_grad]
-    channels_last = getattr(args, "channels_last", False)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-    epoch = state.epoch
+    accum_steps, batch_size = split.accum_steps, split.batch_size
+    epoch = pos.epoch
+    start_batch = split.micro_batches(pos.sample)
     first = start_batch // accum_steps
     losses = torch.zeros(steps_per_epoch, device=device)  # this epoch's step losses, read at log intervals
-    lrs: list[float] = [0.0] * steps_per_epoch
+    lrs: list[float] = [0.0] * steps_per_epoch  # the LR each step used (group 0)
+    sched_lrs: list[float] = [0.0] * steps_per_epoch  # the schedule's own LR for it (before group ratios)
     flushed = first
     t0 = time.perf_counter()
-    steps_at_start = state.step
+    steps_at_start = pos.step
     status, s = "done", first - 1
     step_loss: Optional[torch.Tensor] = None
 
@@ -166,33 +175,33 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
         rows, bad = [], []
         for k, loss in enumerate(values):
             idx = flushed + k
-            rows.append((epoch * steps_per_epoch + idx, epoch, lrs[idx], loss))
+            rows.append((epoch * steps_per_epoch + idx, epoch, lrs[idx], loss, sched_lrs[idx]))
             if math.isfinite(loss):
-                state.nonfinite_run = 0
-                state.epoch_loss_sum += loss
-                state.epoch_loss_n += 1
+                stats.nonfinite_run = 0
+                stats.epoch_loss_sum += loss
+                stats.epoch_loss_n += 1
             else:
-                state.nonfinite_run += 1
-                state.nonfinite_total += 1
+                stats.nonfinite_run += 1
+                stats.nonfinite_total += 1
                 bad.append(epoch * steps_per_epoch + idx)
         logger.log_steps(rows)
         flushed = upto
         if bad:
             logger.log_event({"type": "nonfinite", "epoch": epoch, "step": bad[-1], "count": len(bad),
-                              "consecutive": state.nonfinite_run, "total": state.nonfinite_total})
+                              "consecutive": stats.nonfinite_run, "total": stats.nonfinite_total})
             logger.warning(f"non-finite training loss at {len(bad)} step(s) up to step {bad[-1]} "
-                           f"({state.nonfinite_run} in a row, {state.nonfinite_total} in all)")
-        done_steps = state.step - steps_at_start
+                           f"({stats.nonfinite_run} in a row, {stats.nonfinite_total} in all)")
+        done_steps = pos.step - steps_at_start
         elapsed = time.perf_counter() - t0
         if total_steps:
             rate = done_steps / max(elapsed, 1e-9)
-            eta = (total_steps - state.step) / rate if rate > 0 else float("nan")
+            eta = (total_steps - pos.step) / rate if rate > 0 else float("nan")
             finite = [v for v in values if math.isfinite(v)]
             logger.info(f"epoch {epoch} [{upto:>{len(str(steps_per_epoch))}}/{steps_per_epoch} "
-                        f"{100.0 * state.step / total_steps:5.1f}%] step {state.step} lr {lrs[upto - 1]:.3e} "
+                        f"{100.0 * pos.step / total_steps:5.1f}%] step {pos.step} lr {sched_lrs[upto - 1]:.3e} "
                         f"loss {(sum(finite) / len(finite)) if finite else float('nan'):.4f} "
                         f"{done_steps * batch_size / max(elapsed, 1e-9):.0f} img/s ETA {_hms(eta)}")
-        return state.nonfinite_run >= args.max_nonfinite > 0
+        return stats.nonfinite_run >= max_nonfinite > 0
 
     for i, (x, y) in enumerate(train, start=start_batch):
         if i >= steps_per_epoch * accum_steps:  # a loader with a trailing partial step: it is not a step
@@ -202,6 +211,7 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
         s = i // accum_steps
         if k == 0:
             lrs[s] = float(optimizer.param_groups[0]["lr"])  # the LR this step uses (set by the scheduler)
+            sched_lrs[s] = float(getattr(scheduler, "last_schedule_lr", lrs[s]))
             step_loss = None
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -220,22 +230,18 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
             step_loss = step_loss / accum_steps
         losses[s] = step_loss
         scheduler.step(step_loss)
-        state.step += 1
-        history = getattr(scheduler, "history", ())  # pure schedules may keep none
-        for entry in history[state.history_logged:]:
-            logger.log_event(entry)
-            if entry.get("type") == "test":
-                p_min = " ".join(f"{p:.2f}" for p in entry.get("p_min", []))
-                logger.info(f"AutoWU test at step {entry['step']} (epoch {entry['epoch']}): P_min [{p_min}], "
-                            f"{entry['votes']} votes, {'passed' if entry['passed'] else 'not passed'} "
-                            f"({entry['consecutive']} in a row)")
-            elif entry.get("type") == "switch":
-                logger.info(f"AutoWU switch at step {entry['step']} (epoch {entry['epoch']}): t*={entry['t_star']:.1f}"
-                            f", decay from lr {entry['lr']:.4g} ({entry['reason']})")
-        state.history_logged = len(history)
+        pos.step += 1
+        pos.sample = (s + 1) * batch_size
+        history = getattr(scheduler, "history", ())  # a plain torch scheduler keeps none
+        for entry in history[stats.history_logged:]:
+            line = describe.describe(entry) if describe else None
+            logger.log_event(entry, describe.scalars(entry) if describe else None)
+            if line:
+                logger.info(line)
+        stats.history_logged = len(history)
         at_end = s + 1 == steps_per_epoch
-        hit_max = max_steps is not None and state.step >= max_steps
-        if (s + 1) % args.log_interval == 0 or at_end or hit_max:
+        hit_max = max_steps is not None and pos.step >= max_steps
+        if (s + 1) % log_interval == 0 or at_end or hit_max:
             if flush(s + 1):
                 status = "diverged"
                 break
@@ -249,9 +255,9 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
     flush(s + 1)
     seconds = time.perf_counter() - t0
     images = (s + 1 - first) * batch_size
-    train_loss = state.epoch_loss_sum / state.epoch_loss_n if state.epoch_loss_n else None
+    train_loss = stats.epoch_loss_sum / stats.epoch_loss_n if stats.epoch_loss_n else None
     last_lr = lrs[s] if s >= first else None
-    return EpochResult(status, (s + 1) * accum_steps, train_loss, last_lr, images, seconds)
+    return EpochResult(status, train_loss, last_lr, images, seconds)
 
 
 @torch.no_grad()

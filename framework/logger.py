@@ -16,7 +16,7 @@ import shutil
 import sys
 from typing import Any, Iterable, Optional
 
-STEP_COLUMNS = ("step", "epoch", "lr", "loss")
+from .io import STEP_COLUMNS, atomic_write, jsonable, write_json
 
 
 class RunLogger:
@@ -64,19 +64,25 @@ class RunLogger:
     def warning(self, msg: str) -> None:
         self.console.warning(msg)
 
-    def log_steps(self, rows: Iterable[tuple[int, int, float, float]]) -> None:
-        """Append ``(step, epoch, lr, loss)`` rows to ``steps.csv`` and TensorBoard (``train/lr``, ``train/loss``);
-        ``lr`` is the LR the step used, ``loss`` the step's loss averaged over micro-batches and ranks."""
+    def log_steps(self, rows: Iterable[tuple]) -> None:
+        """Append ``(step, epoch, lr, loss[, schedule_lr])`` rows to ``steps.csv`` and TensorBoard. ``lr`` is the
+        LR the step used (param group 0), ``loss`` the step's loss averaged over micro-batches and ranks,
+        ``schedule_lr`` the LR the schedule computed for the step before per-group ratios (``last_schedule_lr``).
+        TensorBoard's ``train/lr`` is the schedule's LR; ``train/lr_group0`` is added when group 0's differs
+        (layer-decay groups make group 0 the lowest layer's LR)."""
         if not self.enabled:
             return
         rows = list(rows)
         with open(self.path("steps.csv"), "a", newline="") as f:
             writer = csv.writer(f)
-            for step, epoch, lr, loss in rows:
+            for step, epoch, lr, loss, *_ in rows:
                 writer.writerow((step, epoch, repr(float(lr)), repr(float(loss))))
         if self.tb is not None:
-            for step, _, lr, loss in rows:
-                self.tb.add_scalar("train/lr", lr, step)
+            for step, _, lr, loss, *rest in rows:
+                headline = rest[0] if rest else lr
+                self.tb.add_scalar("train/lr", headline, step)
+                if headline != lr:
+                    self.tb.add_scalar("train/lr_group0", lr, step)
                 self.tb.add_scalar("train/loss", loss, step)
 
     def log_epoch(self, record: dict) -> None:
@@ -93,26 +99,19 @@ class RunLogger:
                     self.tb.add_scalar(f"train/{key}", record[key], record["step"])
             self.tb.flush()
 
-    def log_event(self, event: dict) -> None:
-        """One line of ``events.jsonl`` (scheduler decisions, ``nonfinite``, ``diverged``, ``preempted``)."""
+    def log_event(self, event: dict, scalars: Optional[dict] = None) -> None:
+        """One line of ``events.jsonl`` (scheduler decisions, ``nonfinite``, ``diverged``, ``preempted``) and the
+        TensorBoard ``scalars`` that describe it (at its ``step``; the schedule's registry entry says which)."""
         if not self.enabled:
             return
         self._append_jsonl("events.jsonl", event)
-        if self.tb is not None and event.get("type") == "test" and event.get("p_min"):
-            self.tb.add_scalar("autowu/votes", event["votes"], event["step"])
-            self.tb.add_scalar("autowu/p_min_mean", sum(event["p_min"]) / len(event["p_min"]), event["step"])
-        if self.tb is not None and event.get("type") == "switch":
-            self.tb.add_scalar("autowu/switch_lr", event["lr"], event["step"])
-            self.tb.add_scalar("autowu/t_star", event["t_star"], event["step"])
+        if self.tb is not None:
+            for tag, value in (scalars or {}).items():
+                self.tb.add_scalar(tag, value, event["step"])
 
     def write_json(self, name: str, obj: Any) -> None:
-        if not self.enabled:
-            return
-        tmp = self.path(name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
-            f.write("\n")
-        os.replace(tmp, self.path(name))
+        if self.enabled:
+            write_json(self.path(name), obj)
 
     def close(self) -> None:
         if self.tb is not None:
@@ -124,7 +123,7 @@ class RunLogger:
     # -- helpers -------------------------------------------------------------------------------------------------
     def _append_jsonl(self, name: str, obj: dict) -> None:
         with open(self.path(name), "a") as f:
-            f.write(json.dumps(obj, default=_jsonable) + "\n")
+            f.write(json.dumps(obj, default=jsonable) + "\n")
 
     def _truncate(self, step: int, epoch: int) -> None:
         """Drop what the interrupted run wrote after its checkpoint (step ``step``, epoch ``epoch`` not finished)."""
@@ -134,8 +133,7 @@ class RunLogger:
                 rows = [r for r in csv.reader(f)]
             keep = [r for r in rows[1:] if len(r) == len(STEP_COLUMNS) and _int(r[0]) is not None
                     and _int(r[0]) < step]
-            with open(steps, "w", newline="") as f:
-                csv.writer(f).writerows([list(STEP_COLUMNS)] + keep)
+            atomic_write(steps, lambda f: csv.writer(f).writerows([list(STEP_COLUMNS)] + keep))
         self._filter_jsonl("events.jsonl", lambda e: e.get("step", 0) <= step)
         self._filter_jsonl("epochs.jsonl", lambda e: e.get("epoch", 0) < epoch)
 
@@ -152,9 +150,7 @@ class RunLogger:
                     continue
                 if keep(obj):
                     kept.append(obj)
-        with open(path, "w") as f:
-            for obj in kept:
-                f.write(json.dumps(obj) + "\n")
+        atomic_write(path, lambda f: f.writelines(json.dumps(obj) + "\n" for obj in kept))
 
 
 def _int(text: str) -> Optional[int]:
@@ -162,11 +158,3 @@ def _int(text: str) -> Optional[int]:
         return int(text)
     except ValueError:
         return None
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)

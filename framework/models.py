@@ -25,6 +25,8 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
+from .checkpoint import seed_everything
+
 __all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet", "MLP"]
 
 
@@ -44,6 +46,20 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
             raise ValueError(f"--model {args.model!r} is not a timm model nor one of ours (cifar_resnet18, wrn28_10, "
                              "fmnist_cnn, fmnist_resnet, fmnist_mlp); see timm.list_models()") from e
         raise
+
+
+def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int, device: torch.device,
+                sync_bn: bool = False) -> nn.Module:
+    """The model as a run trains it: weights from ``args.seed`` (identical on every rank), SyncBatchNorm when
+    ``sync_bn``, on ``device``, in channels_last when asked. train.py and scripts/bench_throughput.py use it."""
+    seed_everything(args.seed)
+    model = create_model(args, num_classes, in_chans, img_size)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def _unused_cfg(kwargs: dict) -> dict:

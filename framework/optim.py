@@ -17,6 +17,8 @@ from torch import nn
 
 import autowu
 
+from .config import ConfigError
+
 OPT_DEFAULTS: dict[str, dict[str, Any]] = {
     "adamp": {"lr_base": 1e-3, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8, "adamp_delta": 0.1},
     "lamb": {"lr_base": 1e-2, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-6},
@@ -162,53 +164,51 @@ def _adamp_class() -> type:
 
 
 def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of ``autowu.create_scheduler`` for ``args.sched`` (``--sched-kwargs`` added last, wins)."""
-    if args.sched == "baseline":
-        kw = {"peak_lr": args.lr, "warmup_epochs": args.warmup_epochs}
-    elif args.sched == "const-cosine":
-        kw = {"peak_lr": args.lr, "cooldown_fraction": args.cooldown_fraction}
-    elif args.sched in ("autowu-cos", "autowu-const-cos"):
-        kw = {"eta_min": args.autowu_eta_min, "eta_max": args.autowu_eta_max, "rho_w": args.autowu_rho_w,
-              "warmup": args.autowu_warmup, "n_test": args.autowu_n_test, "confidence": args.autowu_confidence,
-              "patience": args.autowu_patience, "cooldown_fraction": args.cooldown_fraction,
-              "rollback": args.autowu_rollback, "seed": args.seed,
-              "test_every": getattr(args, "autowu_test_every", None),
-              "max_overshoot": getattr(args, "autowu_max_overshoot", None)}
-    elif args.sched == "autolr":
-        kw = {}
-    else:
-        raise ValueError(f"--sched {args.sched!r}: use one of {autowu.SCHEDULES}")
-    kw.update(args.sched_kwargs or {})
+    """Constructor arguments of schedule ``args.sched``: the run settings its registry entry reads, then
+    ``--sched-kwargs``. A key given both ways with different values, or one the class does not take, is a
+    ConfigError naming both."""
+    entry = autowu.schedule_entry(args.sched)
+    kw = {arg: getattr(args, dest) for dest, arg in entry.settings.items()}
+    extra = dict(args.sched_kwargs or {})
+    clashes = [f"--{dest.replace('_', '-')} {_flag_text(kw[arg])} and --sched-kwargs {arg}={extra[arg]!r}"
+               for dest, arg in entry.settings.items() if arg in extra and extra[arg] != kw[arg]]
+    if clashes:
+        raise ConfigError(f"--sched {args.sched}: {'; '.join(clashes)} set the same argument differently; give it "
+                          "once, with the flag (and drop it from --sched-kwargs)")
+    unknown = sorted(set(extra) - entry.arguments())
+    if unknown:
+        raise ConfigError(f"--sched-kwargs {', '.join(unknown)}: not an argument of {entry.cls.__name__} "
+                          f"(--sched {args.sched}); its arguments are {', '.join(sorted(entry.arguments()))}")
+    kw.update(extra)
     return kw
+
+
+def _flag_text(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def create_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, model: nn.Module,
                     steps_per_epoch: int, loss_fn: Optional[Callable] = None,
                     batches: Optional[Callable[[], Iterator]] = None, forwards_per_step: int = 1) -> Any:
-    """The LR schedule ``args.sched`` over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps.
-
-    AutoLR also gets ``model``, ``loss_fn(model, x, y)``, ``batches()`` (its probe mini-batches, on the device) and
-    ``forwards_per_step`` (micro-batches per optimizer step, for its overhead figure)."""
+    """The LR schedule ``args.sched`` over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps, fed what
+    its registry entry asks for: ``model``; probe ``batches()`` (on the device) with ``loss_fn(model, x, y)`` and
+    ``forwards_per_step`` (micro-batches per optimizer step, for an overhead figure)."""
+    entry = autowu.schedule_entry(args.sched)
     kw = scheduler_kwargs(args)
-    if args.sched in ("autowu-cos", "autowu-const-cos") and kw.get("rollback"):
+    if entry.needs_model(kw):
         kw["model"] = model
-    if args.sched == "autolr":
-        kw.update(model=model, loss_fn=loss_fn, batches=batches)
+    if entry.needs_probe:
+        kw.update(loss_fn=loss_fn, batches=batches)
         kw.setdefault("forwards_per_step", forwards_per_step)
-    return autowu.create_scheduler(args.sched, optimizer, steps_per_epoch=steps_per_epoch,
-                                   total_epochs=args.epochs, **kw)
+    return entry.build(optimizer, steps_per_epoch=steps_per_epoch, total_epochs=args.epochs, **kw)
 
 
 def check_schedule(args: argparse.Namespace, steps_per_epoch: int) -> None:
-    """Build the schedule once on a stand-in parameter so a bad setting (e.g. ``rho_w * T < 1``, warmup longer than
-    the run) is reported before the run writes anything. AutoLR, which needs the model, is checked when built."""
-    if args.sched == "autolr":
-        return
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
-    kw = scheduler_kwargs(args)
-    if kw.get("rollback"):
-        kw["model"] = nn.Linear(1, 1)
-    autowu.create_scheduler(args.sched, probe, steps_per_epoch=steps_per_epoch, total_epochs=args.epochs, **kw)
+    """Build the schedule once on stand-ins (a one-parameter optimizer, a one-layer model, an empty probe) so a bad
+    setting (e.g. ``rho_w * T < 1``, warmup longer than the run) is reported before the run writes anything."""
+    stand_in = nn.Linear(1, 1)
+    probe = torch.optim.SGD(stand_in.parameters(), lr=args.lr)
+    create_schedule(args, probe, stand_in, steps_per_epoch, loss_fn=lambda m, x, y: m(x).sum(), batches=lambda: iter(()))
 
 
 def parameters_finite(params: Iterable[torch.Tensor]) -> bool:

@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from framework.augment import uses_mixup  # noqa: E402
+from framework.batch import split_batch  # noqa: E402
 from framework.config import ConfigError, parse_args  # noqa: E402
 from framework.data import build_data  # noqa: E402
 from train import get_args_parser  # noqa: E402
@@ -102,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    args.micro_batch = args.micro_batch or args.batch_size
+    try:
+        args.micro_batch = split_batch(args.batch_size, 1, args.micro_batch, even=uses_mixup(args)).micro_batch
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.val_batch_size = args.val_batch_size or args.micro_batch
     pipelines = ["batched", "workers"] if opts.pipeline == "both" else [opts.pipeline]
     data = None

@@ -46,16 +46,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import autowu  # noqa: E402
 import train  # noqa: E402  (train.py's parser and argument checks: the benchmark runs what a run would)
-from framework.checkpoint import seed_everything  # noqa: E402
 from framework.config import ConfigError, parse_args  # noqa: E402
 from framework.distributed import DistInfo, init_distributed  # noqa: E402
-from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, train_one_epoch  # noqa: E402
+from framework.augment import uses_mixup  # noqa: E402
+from framework.batch import BatchError, BatchSplit, split_batch  # noqa: E402
+from framework.datasets import DATASETS  # noqa: E402
+from framework.engine import AmpGrad, StopFlag, TrainStats, build_loss, probe_loss, train_one_epoch  # noqa: E402
 from framework.logger import RunLogger  # noqa: E402
 from framework.optim import create_optimizer, create_schedule  # noqa: E402
-
-# Training-set sizes (images) of the datasets train.py knows, for the default epoch length of AutoWU's test.
-TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+from framework.runspec import Position  # noqa: E402
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
@@ -91,14 +92,18 @@ def resolve(args: argparse.Namespace, info: DistInfo) -> tuple[int, int, int, in
             raise ConfigError("--dataset synthetic needs --num-classes, --in-chans and --img-size")
         meta = (args.num_classes, args.in_chans, args.img_size)
     else:
-        from framework.data import DATASET_META
-        meta = DATASET_META[args.dataset]
+        meta = DATASETS[args.dataset].shape
     num_classes, in_chans, img_size = (v if v is not None else m
                                        for v, m in zip((args.num_classes, args.in_chans, args.img_size), meta))
-    accum = args.batch_size // (args.micro_batch * info.world_size)
+    try:
+        split = split_batch(args.batch_size, info.world_size, args.micro_batch, even=uses_mixup(args))
+    except BatchError as e:
+        raise ConfigError(str(e)) from None
+    args.micro_batch, accum = split.micro_batch, split.accum_steps  # the micro-batch a run would use
     steps_per_epoch = args.steps_per_epoch
     if steps_per_epoch is None:
-        images = args.train_subset or TRAIN_IMAGES.get(args.dataset, args.synthetic_train_size)
+        dataset = DATASETS.get(args.dataset)
+        images = args.train_subset or (dataset.train_size if dataset else args.synthetic_train_size)
         steps_per_epoch = max(1, images // args.batch_size)
     if steps_per_epoch < 1:
         raise ConfigError(f"--steps-per-epoch must be >= 1, got {steps_per_epoch}")
@@ -107,14 +112,9 @@ def resolve(args: argparse.Namespace, info: DistInfo) -> tuple[int, int, int, in
 
 def new_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int,
               device: torch.device) -> nn.Module:
-    """The model as train.py builds it: same seed, same create_model, moved and laid out the same way."""
-    from framework.models import create_model
-    seed_everything(args.seed)
-    model = create_model(args, num_classes, in_chans, img_size)
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
+    """The model as train.py builds it (framework.models.build_model)."""
+    from framework.models import build_model
+    return build_model(args, num_classes, in_chans, img_size, device)
 
 
 class DeviceBatches:
@@ -147,23 +147,24 @@ class Ours:
         self.amp = AmpGrad(args.amp, info.device, args.clip_grad)
         self.loss_fn = build_loss(args.label_smoothing)
 
-        def autolr_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:  # as train.py: autocast
-            with self.amp.autocast():
-                return self.loss_fn(m(xb), yb)
-
-        self.scheduler = create_schedule(args, self.optimizer, self.model, steps_per_epoch, loss_fn=autolr_loss,
+        self.scheduler = create_schedule(args, self.optimizer, self.model, steps_per_epoch,
+                                         loss_fn=probe_loss(self.amp, self.loss_fn),
                                          batches=lambda: iter(DeviceBatches(x, y, 1_000_000)), forwards_per_step=accum)
+        self.schedule = autowu.schedule_entry(args.sched)
         if args.compile:
             self.model = torch.compile(self.model)
-        self.state = LoopState()
+        self.pos, self.stats = Position(), TrainStats()
+        self.split = BatchSplit(args.batch_size, args.micro_batch, info.world_size, accum)
         self.logger = RunLogger("(benchmark)", enabled=False)  # disabled: writes nothing, like a rank > 0
         self.stop = StopFlag()
 
     def run(self, steps: int) -> None:
+        self.pos.sample = 0  # each window is an "epoch" of ``steps`` steps
         result = train_one_epoch(self.model, DeviceBatches(self.x, self.y, steps * self.accum), self.optimizer,
-                                 self.scheduler, self.amp, self.loss_fn, self.state, steps_per_epoch=steps,
-                                 accum_steps=self.accum, batch_size=self.args.batch_size, info=self.info,
-                                 logger=self.logger, args=self.args, stop=self.stop)
+                                 self.scheduler, self.amp, self.loss_fn, self.pos, self.stats, split=self.split,
+                                 steps_per_epoch=steps, info=self.info, logger=self.logger, stop=self.stop,
+                                 describe=self.schedule, log_interval=self.args.log_interval,
+                                 max_nonfinite=self.args.max_nonfinite, channels_last=self.args.channels_last)
         if result.status != "done":
             raise RuntimeError(f"our training loop stopped early ({result.status}) during the benchmark")
 

@@ -37,6 +37,9 @@ from sweep import (ROOT, ResultsError, Run, Table, TableError, expand, load_tabl
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
 FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
+if ROOT not in sys.path:  # framework/ (the one steps.csv reader)
+    sys.path.insert(0, ROOT)
+from framework.io import read_steps  # noqa: E402
 
 
 def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, Optional[float], str]]:
@@ -85,13 +88,12 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if not os.path.isfile(path):
         return None
-    best, epochs = None, []
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            lr = float(rec["lr"])
-            epochs.append(int(rec["epoch"]))
-            if best is None or lr > best[0]:
-                best = (lr, int(rec["step"]))
+    best = None
+    cols = read_steps(path)
+    epochs = cols["epoch"]
+    for step, lr in zip(cols["step"], cols["lr"]):
+        if best is None or lr > best[0]:
+            best = (lr, step)
     if best is None:
         return None
     return best[0], (best[1] + 1) / steps_per_epoch(result, epochs)
@@ -139,7 +141,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         if block.name:
             lines += [f"## {block.label}", ""]
         cols = block.columns
-        lines.append(f"| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |")
+        lines.append("| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         means: dict[tuple[str, str], float] = {}
         cells: dict[tuple[str, str], list[Run]] = defaultdict(list)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime
 import gc
 import importlib.metadata

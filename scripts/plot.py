@@ -17,7 +17,6 @@ AutoWU left its warmup (a dot at the LR it decayed from), from each run's result
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -29,6 +28,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sweep import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table  # noqa: E402
 from sweep import steps_per_epoch as run_steps_per_epoch  # noqa: E402
+if ROOT not in sys.path:  # framework/ (the one steps.csv reader)
+    sys.path.insert(0, ROOT)
+from framework.io import read_steps as read_step_columns  # noqa: E402
 
 MAX_POINTS = 400
 
@@ -40,13 +42,8 @@ def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
     path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if not os.path.isfile(path):
         return None
-    steps, epochs, lrs, losses = [], [], [], []
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            steps.append(int(rec["step"]))
-            epochs.append(int(rec["epoch"]))
-            lrs.append(float(rec["lr"]))
-            losses.append(float(rec["loss"]))
+    cols = read_step_columns(path)
+    steps, epochs, lrs, losses = cols["step"], cols["epoch"], cols["lr"], cols["loss"]
     if not steps:
         return None
     try:

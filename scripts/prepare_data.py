@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from framework import data as fdata  # noqa: E402
+from framework import datasets as fdata  # noqa: E402
 
 
 def say(msg: str) -> None:

@@ -8,12 +8,16 @@ For many runs of a table (mean over seeds, one panel per batch size) use scripts
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
 
 import matplotlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from framework.io import read_steps  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,12 +31,7 @@ def read_run(run: str) -> tuple[dict, dict[str, list[float]]]:
             raise FileNotFoundError(f"{path} is missing: is {run} the --output of a finished train.py run?")
     with open(results_path) as f:
         results = json.load(f)
-    steps: dict[str, list[float]] = {"step": [], "lr": [], "loss": []}
-    with open(steps_path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key in steps:
-                steps[key].append(float(row[key]))
-    return results, steps
+    return results, read_steps(steps_path, ("step", "lr", "loss"))
 
 
 def decay_from(switch: dict) -> str:

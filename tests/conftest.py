@@ -1,7 +1,6 @@
 """Shared helpers for the train.py tests: tiny runs on synthetic data and readers for the run-directory files."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -46,9 +45,8 @@ def run_cmd(cmd: list[str], timeout: float = 180, **env: str) -> subprocess.Comp
 
 
 def read_steps(run: Path) -> list[dict]:
-    with open(run / "steps.csv", newline="") as f:
-        return [{"step": int(r["step"]), "epoch": int(r["epoch"]), "lr": float(r["lr"]), "loss": float(r["loss"])}
-                for r in csv.DictReader(f)]
+    from framework.io import read_step_rows
+    return read_step_rows(str(run))
 
 
 def read_jsonl(path: Path) -> list[dict]:

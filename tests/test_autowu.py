@@ -76,7 +76,7 @@ def test_u_shaped_curve_switches_soon_after_minimum_is_clear_near_true_lr():
     rng = np.random.default_rng(0)
     spe, noise = 50, 0.3
     s = AutoWU(make_opt(), spe, 40)
-    lrs = run(s, lambda lr: u_shaped(lr, noise, rng), 1000)
+    run(s, lambda lr: u_shaped(lr, noise, rng), 1000)
     sw = s.switch
     assert sw["reason"] == "gp-test"
     # the noiseless curve has risen by 3 noise std above its minimum at this step:

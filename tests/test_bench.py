@@ -70,8 +70,8 @@ def test_no_timm_times_only_our_loop(capsys):
 def test_bad_benchmark_settings_are_clear_errors():
     with pytest.raises(bench.ConfigError, match="--windows"):
         bench.main(TINY + ["--windows", "0"])
-    with pytest.raises(bench.ConfigError, match="--batch-size 8 is not a multiple of --micro-batch 3"):
-        bench.main(TINY + ["--micro-batch", "3"])
+    with pytest.raises(bench.ConfigError, match="no even micro-batch <= 3 divides the 9 images"):
+        bench.main(TINY + ["--batch-size", "9", "--micro-batch", "3", "--mixup", "0.8"])
     with pytest.raises(bench.ConfigError, match="fp16 needs a GPU"):
         bench.main(TINY + ["--amp", "fp16"])
 

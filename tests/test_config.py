@@ -65,7 +65,8 @@ def test_cli_errors_write_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--batch-size", "40", "--micro-batch", "16"], "not a multiple of --micro-batch 16"),
+    (["--batch-size", "33", "--micro-batch", "16", "--mixup", "0.8"], "no even micro-batch <= 16 divides the 33"),
+    (["--micro-batch", "0"], "--micro-batch must be >= 1"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/data"], "cifar10"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--sched", "baseline", "--warmup-epochs", "7"], "warmup_epochs=7.0 must be in [0, total_epochs=3]"),

@@ -3,7 +3,6 @@ table definitions name existing bases, flags train.py accepts, and the paper num
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import framework.data as fdata
-from framework.data import DATASET_META, MEAN_STD, build_data, find_fashion_mnist, mixup_fn
+import framework.datasets as fdata
+from framework.augment import mixup_fn
+from framework.data import build_data
+from framework.datasets import DATASETS, find_fashion_mnist
+from framework.loaders import shard_indices
 from framework.gpu_data import BatchAugment, cutout, grouped_autoaugment, random_crop, random_hflip
 
 CPU = torch.device("cpu")
@@ -60,7 +63,7 @@ def fake_cifar(root: Path, name: str = "cifar10", n_train: int = 60, n_test: int
 
 def decode_ids(x: torch.Tensor, name: str = "cifar10") -> list[int]:
     """Undo the normalisation of unaugmented CIFAR batches and read the encoded sample ids."""
-    mean, std = MEAN_STD[name]
+    mean, std = DATASETS[name].mean, DATASETS[name].std
     px = (x[:, 0, 0, :2] * std[0] + mean[0]) * 255
     px = px.round().long()
     return (px[:, 0] + 256 * px[:, 1]).tolist()
@@ -83,7 +86,7 @@ def test_fashion_mnist_from_debian_package():
     assert find_fashion_mnist("/nonexistent") is not None, "apt-get install dataset-fashion-mnist"
     data = build_data(make_args(dataset="fashion_mnist", batch_size=256, micro_batch=128, val_batch_size=1000,
                                 crop_pad=2, hflip=True), rank=0, world_size=1, device=CPU)
-    assert (data.num_classes, data.in_chans, data.img_size) == DATASET_META["fashion_mnist"]
+    assert (data.num_classes, data.in_chans, data.img_size) == DATASETS["fashion_mnist"].shape
     assert data.train_size == 60_000 and data.steps_per_epoch == 234 and data.accum_steps == 2
     assert len(data.train) == 468 and data.pipeline == "batched"
     data.train.set_epoch(0)
@@ -102,15 +105,15 @@ def test_cifar_pickles_load_with_labels_and_exact_pixels(tmp_path, name):
     root = fake_cifar(tmp_path, name)
     data = build_data(make_args(dataset=name, data_dir=str(root), batch_size=20, micro_batch=10),
                       rank=0, world_size=1, device=CPU)
-    assert (data.num_classes, data.in_chans, data.img_size) == DATASET_META[name]
+    assert (data.num_classes, data.in_chans, data.img_size) == DATASETS[name].shape
     assert data.train_size == 60 and data.steps_per_epoch == 3
     xv, yv = zip(*data.val)
     ids = decode_ids(torch.cat(xv), name)
     assert ids == list(range(10_000, 10_025))  # validation: every image, in order, unaugmented
-    assert torch.cat(yv).tolist() == [i % DATASET_META[name][0] for i in ids]
+    assert torch.cat(yv).tolist() == [i % DATASETS[name].num_classes for i in ids]
     data.train.set_epoch(0)
     for x, y in data.train:  # labels travel with their images through the shuffle
-        assert y.tolist() == [i % DATASET_META[name][0] for i in decode_ids(x, name)]
+        assert y.tolist() == [i % DATASETS[name].num_classes for i in decode_ids(x, name)]
 
 
 @pytest.mark.parametrize("pipeline", ["batched", "workers"])
@@ -121,8 +124,8 @@ def test_cifar_recipe_shapes_and_ranges(tmp_path, pipeline):
     data = build_data(args, rank=0, world_size=1, device=CPU, pipeline=pipeline)
     for x, y in epoch_batches(data):
         assert x.shape == (10, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (10,)
-        lo = (torch.tensor([0.0]) - torch.tensor(MEAN_STD["cifar10"][0])) / torch.tensor(MEAN_STD["cifar10"][1])
-        hi = (torch.tensor([1.0]) - torch.tensor(MEAN_STD["cifar10"][0])) / torch.tensor(MEAN_STD["cifar10"][1])
+        lo = (torch.tensor([0.0]) - torch.tensor(DATASETS["cifar10"].mean)) / torch.tensor(DATASETS["cifar10"].std)
+        hi = (torch.tensor([1.0]) - torch.tensor(DATASETS["cifar10"].mean)) / torch.tensor(DATASETS["cifar10"].std)
         assert (x >= lo.view(1, 3, 1, 1) - 1e-4).all() and (x <= hi.view(1, 3, 1, 1) + 1e-4).all()
         zero_squares = (x == 0).all(dim=1).sum(dim=(1, 2))  # Cutout: a 16x16 square at the mean (0)
         assert (zero_squares >= 256).all()
@@ -179,7 +182,7 @@ def test_shards_match_distributed_sampler(n, world):
     for rank in range(world):
         ref = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=11, drop_last=True)
         ref.set_epoch(4)
-        assert fdata.shard_indices(n, epoch=4, seed=11, rank=rank, world_size=world).tolist() == list(ref)
+        assert shard_indices(n, epoch=4, seed=11, rank=rank, world_size=world).tolist() == list(ref)
 
 
 @pytest.mark.parametrize("pipeline,extra", [
@@ -210,8 +213,11 @@ def test_loaders_leave_global_rngs_alone():
 
 
 def test_batch_arithmetic_and_errors():
-    with pytest.raises(ValueError, match="not a multiple of --micro-batch 6 x 2 processes"):
-        build_data(synth(batch_size=16, micro_batch=6), rank=0, world_size=2, device=CPU)
+    # --micro-batch is the per-device maximum: 16 / 2 processes = 8 per process, the largest divisor <= 6 is 4
+    data = build_data(synth(batch_size=16, micro_batch=6), rank=0, world_size=2, device=CPU)
+    assert (data.split.micro_batch, data.split.accum_steps) == (4, 2) and len(data.train) == 4 * 2
+    with pytest.raises(ValueError, match="--batch-size 15 is not divisible by the 2 processes"):
+        build_data(synth(batch_size=15, micro_batch=6), rank=0, world_size=2, device=CPU)
     with pytest.raises(ValueError, match="fewer than one batch"):
         build_data(synth(synthetic_train_size=10, batch_size=16), rank=0, world_size=1, device=CPU)
     with pytest.raises(ValueError, match="even --micro-batch"):
@@ -312,7 +318,7 @@ def test_cutout_zeroes_one_square_inside_each_image():
 
 
 def test_batch_augment_normalises_and_is_a_function_of_the_seed():
-    mean, std = MEAN_STD["cifar10"]
+    mean, std = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
     aug = BatchAugment(mean, std, CPU, crop_pad=4, hflip=True, auto_augment=True, cutout=8)
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     plain = aug(x)  # validation: normalisation only

@@ -62,7 +62,7 @@ def test_every_schedule_with_every_optimizer(tmp_path, sched, opt):
     epochs = read_jsonl(run / "epochs.jsonl")
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS)) and all(e["top1"] is not None for e in epochs)
     ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["epoch"] == EPOCHS and ckpt["step"] == TOTAL and ckpt["batch_index"] == 0
+    assert ckpt["epoch"] == EPOCHS and ckpt["step"] == TOTAL and ckpt["position"]["sample"] == 0
     assert (run / "tb").is_dir() and (run / "args.yaml").exists() and (run / "env.json").exists()
 
 

@@ -76,15 +76,35 @@ def test_two_nodes_on_localhost(tmp_path):
 
 
 def test_indivisible_batch_is_reported_with_the_process_count(tmp_path):
-    """48 = 8 x 2 processes x 3 works; 40 does not: the message says why before anything starts."""
+    """--micro-batch is a per-device maximum (40 = 5 x 2 processes x 4 works with --micro-batch 8), but a global
+    batch of 33 cannot be shared by 2 processes: the message says why before anything starts."""
     run, port = tmp_path / "run", str(free_port())
     proc = popen([*TORCHRUN, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                  "--master_port", port, str(ROOT / "train.py"), *DIST_ARGS, "--batch-size", "40",
+                  "--master_port", port, str(ROOT / "train.py"), *DIST_ARGS, "--batch-size", "33",
                   "--output", str(run)])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    assert "--batch-size 40 is not a multiple of --micro-batch 8 x 2 processes = 16" in out
+    assert "--batch-size 33 is not divisible by the 2 processes" in out
     assert not run.exists()
+
+
+def test_demo_config_runs_unchanged_on_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 train.py -c configs/fashion_mnist_demo.yaml`: the config's --micro-batch 256 is a
+    per-device maximum, so batch 256 runs as 128 x 2 processes (synthetic stand-in data of Fashion-MNIST's shape and
+    a short budget keep the test quick; the batch arithmetic is the config's)."""
+    run, port = tmp_path / "run", str(free_port())
+    proc = popen([*TORCHRUN, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                  "--master_port", port, str(ROOT / "train.py"), "-c", str(ROOT / "configs/fashion_mnist_demo.yaml"),
+                  "--dataset", "synthetic", "--img-size", "28", "--in-chans", "1", "--num-classes", "10",
+                  "--train-subset", "512", "--synthetic-train-size", "512", "--synthetic-val-size", "64",
+                  "--model", "fmnist_cnn", "--epochs", "2", "--device", "cpu", "--output", str(run)])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "batch 256 = 128 x 2 processes x 1 accumulation" in out
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "finished" and res["steps"] == 4 and res["config"]["micro_batch"] == 256
+    assert res["split"] == {"batch_size": 256, "micro_batch": 128, "world_size": 2, "accum_steps": 1}
+    assert json.loads((run / "env.json").read_text())["split"] == res["split"]
 
 
 @pytest.mark.parametrize("nodelist,host", [("gpu[003-005,9]", "gpu003"), ("a100-1,a100-2", "a100-1"),

@@ -1,0 +1,98 @@
+"""Augmentation and its randomness: seeds derived from ``(seed, epoch, sample or batch index)`` only (never from
+the global RNGs, the worker count or where a run resumed), per-sample transforms (torchvision / timm), and timm's
+Mixup/CutMix. The batched (whole micro-batch at once) augmentation is framework/gpu_data.py.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+DEIT_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"  # Touvron et al. 2020, the ViT-S/16 recipe of Appendix B
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (NumPy's SeedSequence hash)."""
+    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@contextmanager
+def seeded_rngs(seed: int, restore: bool = True):
+    """Run a block with Python's, NumPy's and torch's CPU generators seeded from ``seed``: library transforms
+    (torchvision, timm) and timm's Mixup draw from those global generators. ``restore``: put the caller's states back
+    afterwards (needed in the training process; DataLoader workers own their generators and skip the cost)."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if restore else None
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds every device (slow)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+def mixup_fn(args: argparse.Namespace, num_classes: int) -> Optional[Any]:
+    """timm ``Mixup`` (mixup alpha ``--mixup``, CutMix alpha ``--cutmix``, label smoothing folded into the soft
+    targets) when either is on, else None. Its targets are float (N, classes): train with soft-target cross-entropy."""
+    if not uses_mixup(args):
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=args.label_smoothing or 0.0,
+                 num_classes=num_classes)
+
+
+def uses_mixup(args: argparse.Namespace) -> bool:
+    """Mixup or CutMix is on (they pair each image with the batch's mirror: the micro-batch must be even)."""
+    return bool(getattr(args, "mixup", 0) or getattr(args, "cutmix", 0))
+
+
+def mix(mixup: Optional[Any], x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if mixup is None:
+        return x, y
+    with seeded_rngs(seed):  # timm's Mixup draws lambda and the box from NumPy's global generator
+        return mixup(x, y)
+
+
+def array_transform(args: argparse.Namespace, mean: Sequence[float], std: Sequence[float], img_size: int) -> Callable:
+    """torchvision v2 training transform of a uint8 CHW tensor (the CIFAR recipe of Appendix A): random crop with
+    padding, flip, AutoAugment (CIFAR-10 policy), to float, normalise, Cutout (RandomErasing of a fixed square,
+    value 0 = the mean), random erasing ``--reprob``."""
+    from torchvision.transforms import v2
+    t: list = []
+    if args.crop_pad:
+        t.append(v2.RandomCrop(img_size, padding=args.crop_pad))
+    if args.hflip:
+        t.append(v2.RandomHorizontalFlip())
+    if args.auto_augment:
+        t.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    t += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if args.cutout:
+        area = min(args.cutout, img_size) ** 2 / img_size ** 2
+        t.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0))
+    if args.reprob:
+        t.append(v2.RandomErasing(p=args.reprob, value=0))
+    return v2.Compose(t)
+
+
+def imagenet_transforms(args: argparse.Namespace, img_size: int) -> tuple[Callable, Callable]:
+    """timm transforms. Default (He et al. 2016): RandomResizedCrop + flip, bilinear; val resize 256 / centre 224.
+    ``--auto-augment``: the DeiT recipe (RandAugment rand-m9-mstd0.5-inc1, bicubic, random erasing ``--reprob``
+    in 'pixel' mode)."""
+    from timm.data import create_transform
+    deit = bool(args.auto_augment)
+    interpolation = "bicubic" if deit else "bilinear"
+    from .datasets import DATASETS
+    mean, std = DATASETS["imagenet"].mean, DATASETS["imagenet"].std
+    train = create_transform(img_size, is_training=True, hflip=0.5 if args.hflip else 0.0,
+                             color_jitter=0.4 if deit else None, auto_augment=DEIT_RAND_AUGMENT if deit else None,
+                             interpolation=interpolation, re_prob=args.reprob or 0.0, re_mode="pixel", re_count=1,
+                             mean=mean, std=std)
+    val = create_transform(img_size, is_training=False, interpolation=interpolation, crop_pct=224 / 256,
+                           mean=mean, std=std)
+    return train, val

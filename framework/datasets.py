@@ -1,0 +1,221 @@
+"""The datasets, each described once (:data:`DATASETS`: shape, classes, mean/std, sizes, reader), and the readers
+of their files. Everyone (train.py, the loaders, smoke mode, the benchmarks) reads the description from here.
+
+- ``fashion_mnist``: the four idx files (``*-idx?-ubyte[.gz]``) from ``--data-dir`` (plain, ``fashion-mnist/`` or
+  torchvision's ``FashionMNIST/raw/``) or the Debian package ``dataset-fashion-mnist`` (/usr/share/datasets/...);
+- ``cifar10`` / ``cifar100``: torchvision's download layout (``cifar-10-batches-py/``, ``cifar-100-python/``);
+- ``imagenet``: ``train/`` and ``val/`` with one folder per class (torchvision ``ImageFolder``);
+- ``synthetic``: deterministic random images at any size whose class sets a smooth colour pattern (learnable).
+``scripts/prepare_data.py`` fetches or checks each of them. Adding a dataset: a reader here and one entry in
+:data:`DATASETS`.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .augment import derive_seed
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+SUBSET_SEED = 0  # --train-subset / --val-subset draw the same images whatever --seed is
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file (LeCun's MNIST format, optionally gzipped) as a uint8 array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes (truncated download?)")
+    return data.reshape(shape)
+
+
+def fashion_mnist_dirs(data_dir: str) -> list[Path]:
+    """Where Fashion-MNIST's idx files are looked for, in order."""
+    d = Path(data_dir)
+    return [d, d / "fashion-mnist", d / "fashion_mnist", d / "FashionMNIST" / "raw", Path(DEBIAN_FASHION_MNIST)]
+
+
+def find_fashion_mnist(data_dir: str) -> Optional[Path]:
+    """The first of :func:`fashion_mnist_dirs` holding all four idx files (plain or .gz), or None."""
+    for d in fashion_mnist_dirs(data_dir):
+        if all(_idx_file(d, name) for pair in FASHION_FILES.values() for name in pair):
+            return d
+    return None
+
+
+def _idx_file(d: Path, name: str) -> Optional[Path]:
+    for candidate in (d / name, d / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST (Xiao et al. 2017): uint8 images (N, 1, 28, 28) and int64 labels; 60k train / 10k val."""
+    d = find_fashion_mnist(data_dir)
+    if d is None:
+        looked = ", ".join(str(p) for p in fashion_mnist_dirs(data_dir))
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found: looked for {', '.join(n + '[.gz]' for p in FASHION_FILES.values() for n in p)} "
+            f"in {looked}. Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or "
+            f"`python scripts/prepare_data.py --dataset fashion_mnist --data-dir {data_dir}`")
+    images_name, labels_name = FASHION_FILES[split]
+    images = _read_idx(_idx_file(d, images_name))
+    labels = _read_idx(_idx_file(d, labels_name))
+    if images.ndim != 3 or len(images) != len(labels):
+        raise ValueError(f"{d}: {images_name} has shape {images.shape} for {len(labels)} labels")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+CIFAR_LAYOUT = {  # folder, training files, test files, label key (torchvision's download layout)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
+
+
+def find_cifar(name: str, data_dir: str) -> tuple[Optional[Path], list[Path]]:
+    """(folder holding the python-pickle batches or None, the folders looked in)."""
+    folder, train_files, test_files, _ = CIFAR_LAYOUT[name]
+    d = Path(data_dir)
+    candidates = [d / folder, d / name / folder, d]
+    for c in candidates:
+        if all((c / f).is_file() for f in train_files + test_files):
+            return c, candidates
+    return None, candidates
+
+
+def load_cifar(name: str, data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10/100 (Krizhevsky 2009) from torchvision's download layout: uint8 (N, 3, 32, 32), int64 labels."""
+    d, looked = find_cifar(name, data_dir)
+    if d is None:
+        raise FileNotFoundError(
+            f"{name} not found: looked for {CIFAR_LAYOUT[name][0]}/ (python version, as torchvision downloads it) in "
+            f"{', '.join(str(p) for p in looked)}. Download it with `python scripts/prepare_data.py --dataset {name} "
+            f"--data-dir {data_dir}` (torchvision) or unpack {CIFAR_LAYOUT[name][0]}.tar.gz there")
+    _, train_files, test_files, key = CIFAR_LAYOUT[name]
+    images, labels = [], []
+    for f in train_files if split == "train" else test_files:
+        with open(d / f, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[key])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+def imagenet_root(data_dir: str) -> Path:
+    d = Path(data_dir)
+    return d / "imagenet" if not (d / "train").is_dir() and (d / "imagenet" / "train").is_dir() else d
+
+
+def check_imagenet(data_dir: str) -> list[str]:
+    """What is wrong with an ImageFolder layout (``train/`` and ``val/``, one folder per class, same classes in
+    both, no empty class); an empty list when it looks usable."""
+    root = imagenet_root(data_dir)
+    problems: list[str] = []
+    classes: dict[str, list[str]] = {}
+    for split in ("train", "val"):
+        d = root / split
+        if not d.is_dir():
+            problems.append(f"missing folder {d}/ (one sub-folder of images per class)")
+            continue
+        classes[split] = sorted(e.name for e in os.scandir(d) if e.is_dir())
+        if not classes[split]:
+            problems.append(f"{d}/ has no class folders (val/ must be sorted into class folders too, e.g. with "
+                            "the valprep.sh script of the PyTorch ImageNet example)")
+        empty = [c for c in classes[split] if not any(os.scandir(d / c))]
+        if empty:
+            problems.append(f"{d}/ has {len(empty)} empty class folder(s): {', '.join(empty[:5])}")
+    if len(classes) == 2 and classes["train"] != classes["val"]:
+        problems.append(f"train/ has {len(classes['train'])} classes but val/ has {len(classes['val'])} "
+                        "(or different names)")
+    return problems
+
+
+class SyntheticImages(Dataset):
+    """Deterministic random uint8 images: image ``i`` = its class's smooth colour pattern (a random 4x4 pattern per
+    class, upsampled) plus noise, both from the seed; labels uniform over the classes. A network can learn it,
+    so a loss decreases."""
+
+    def __init__(self, n: int, num_classes: int, in_chans: int, img_size: int, seed: int, split: int = 0):
+        g = torch.Generator().manual_seed(derive_seed(seed, 101))
+        self.patterns = torch.rand(num_classes, in_chans, 4, 4, generator=g)
+        self.labels = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(
+            derive_seed(seed, 102, split)))
+        self.img_size, self.seed, self.split = img_size, seed, split
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        y = int(self.labels[i])
+        pattern = F.interpolate(self.patterns[y:y + 1], size=(self.img_size,) * 2, mode="bilinear",
+                                align_corners=False)[0]
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 103, self.split, i))
+        noise = torch.randn(pattern.shape, generator=g)
+        return (64 + 128 * pattern + 24 * noise).round().clamp(0, 255).to(torch.uint8), y
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as one uint8 (N, C, H, W) tensor (the batched pipeline)."""
+        return torch.stack([self[i][0] for i in range(len(self))]), self.labels.clone()
+
+
+def subset(images: Any, labels: torch.Tensor, k: Optional[int], what: str) -> tuple[Any, torch.Tensor]:
+    """A fixed random subset of ``k`` images (seed SUBSET_SEED, kept in dataset order), or everything."""
+    if k is None:
+        return images, labels
+    n = len(labels)
+    if not 0 < k <= n:
+        raise ValueError(f"--{what} {k}: must be between 1 and the {n} images available")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))[:k].sort().values
+    if isinstance(images, torch.Tensor):
+        return images[idx], labels[idx]
+    return torch.utils.data.Subset(images, idx.tolist()), labels[idx]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset, described once."""
+    name: str
+    num_classes: int
+    in_chans: int
+    img_size: int  # native side in pixels
+    mean: tuple  # per-channel mean / std of the training images (ImageNet: timm's constants)
+    std: tuple
+    train_size: int
+    val_size: int
+    load: Optional[Callable[[str, str], tuple[torch.Tensor, torch.Tensor]]]  # (data_dir, "train"|"val") -> uint8
+    # (N, C, H, W) images and int64 labels held in memory; None: read from an image folder (ImageNet)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(num_classes, in_chans, img_size)`` (smoke mode builds synthetic stand-ins of this shape)."""
+        return self.num_classes, self.in_chans, self.img_size
+
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), 60_000, 10_000, load_fashion_mnist),
+    DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000,
+                lambda d, s: load_cifar("cifar10", d, s)),
+    DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50_000, 10_000,
+                lambda d, s: load_cifar("cifar100", d, s)),
+    DatasetInfo("imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1_281_167, 50_000, None),
+)}
+DATASET_NAMES = (*DATASETS, "synthetic")  # synthetic: any shape, given by --num-classes/--in-chans/--img-size

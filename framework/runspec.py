@@ -1,0 +1,93 @@
+"""The run spec: the one place that decides whether a checkpoint may continue under the settings given now.
+
+Every setting that changes the computation must equal the checkpoint's: the model and its options, the data and its
+subsets, augmentation, the global batch, epochs, the optimizer and all its hyperparameters, the schedule and all its
+arguments, the loss options, the seed, the precision. Only the settings in :data:`RESUME_MAY_CHANGE` may differ.
+:func:`check_resume` runs before the run writes anything (``args.yaml``, logs, checkpoints) and raises a
+ConfigError (train.py: exit code 2) naming every changed setting as ``old → new`` and the two ways forward.
+
+The split of the global batch (micro-batch, processes, accumulation) may change: a checkpoint's position is counted
+in optimizer steps and samples (:class:`Position`), and step ``s`` of an epoch is the same samples ``s*B .. (s+1)*B-1``
+of the epoch's shuffle under any split (framework/loaders.py deals them round-robin), so the run continues at the
+same step and sample. A position that does not fall on a whole step of the current split is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from .batch import BatchSplit
+from .config import ConfigError
+
+# Settings that may differ on resume: where things are read and written, how often the run logs, validates and
+# keeps checkpoints, and how the global batch is split (checked separately, see the module docstring).
+RESUME_MAY_CHANGE = frozenset({"output", "resume", "data_dir", "workers", "pin_mem", "log_interval", "val_interval",
+                               "checkpoint_interval", "max_nonfinite", "val_batch_size", "micro_batch"})
+
+
+@dataclass
+class Position:
+    """Where a run stands (saved in every checkpoint): the epoch under way, optimizer steps taken in all, and the
+    samples of this epoch already used by those steps (all processes together)."""
+    epoch: int = 0
+    step: int = 0
+    sample: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def checkpoint_position(ckpt: dict) -> Position:
+    """The position a checkpoint holds (also from checkpoints written before positions were counted in samples,
+    which held ``epoch``, ``step`` and a micro-batch index: their samples follow from the steps)."""
+    if "position" in ckpt:
+        return Position(**ckpt["position"])
+    cfg = ckpt.get("config", {})
+    spe = ckpt.get("steps_per_epoch")
+    if spe is None:  # old checkpoints: a mid-epoch one is at step epoch*spe + k; we need spe from the schedule
+        spe = ckpt.get("scheduler", {}).get("config", {}).get("steps_per_epoch")
+    epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+    sample = (step - epoch * int(spe)) * int(cfg["batch_size"]) if spe and ckpt.get("batch_index") else 0
+    return Position(epoch, step, sample)
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """``key old → new`` for every setting outside :data:`RESUME_MAY_CHANGE` that differs (keys one side lacks,
+    from older or newer versions, are not compared)."""
+    out = []
+    for key in sorted(set(saved) & set(current) - RESUME_MAY_CHANGE):
+        if _norm(saved[key]) != _norm(current[key]):
+            out.append(f"{key.replace('_', '-')}: {_text(saved[key])} → {_text(current[key])}")
+    return out
+
+
+def check_resume(ckpt: dict, current: dict, split: BatchSplit, steps_per_epoch: int, path: str) -> tuple[Position, Optional[str]]:
+    """Decide whether checkpoint ``ckpt`` (read from ``path``) may continue with config ``current`` under ``split``.
+    Returns its position and, when the batch split changed, a line saying so; raises ConfigError otherwise."""
+    ways = ("Resume with the settings the checkpoint was made with, or start afresh: a new --output directory, "
+            "or --resume none (this directory's logs and results are replaced)")
+    changes = changed_settings(ckpt.get("config", {}), current)
+    if changes:
+        raise ConfigError(f"cannot resume from {path}: {len(changes)} setting(s) changed since the checkpoint: "
+                          f"{'; '.join(changes)}. {ways}")
+    pos = checkpoint_position(ckpt)
+    batch = split.batch_size
+    if pos.step - pos.epoch * steps_per_epoch != pos.sample // batch or pos.sample % batch:
+        raise ConfigError(f"cannot resume from {path}: its position (epoch {pos.epoch}, step {pos.step}, sample "
+                          f"{pos.sample}) is not a whole optimizer step of {steps_per_epoch} steps of {batch} images "
+                          f"per epoch, so it cannot continue exactly. {ways}")
+    saved = ckpt.get("split")
+    note = None
+    if saved is not None and saved != split.to_dict():
+        old = BatchSplit(**saved)
+        note = (f"the batch split changed: {old.describe()} then, {split.describe()} now; continuing exactly at "
+                f"step {pos.step} (sample {pos.sample} of epoch {pos.epoch})")
+    return pos, note
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _text(value: Any) -> str:
+    return "unset" if value is None else str(_norm(value))
