@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,16 +26,18 @@ import torch
 from torch import nn
 
 import autowu
-from framework.checkpoint import (check_resumable, load_checkpoint, resume_path, rng_state, save_checkpoint,
+from framework.checkpoint import (CheckpointError, check_resumable, load_resumable, resume_path, rng_state, save_checkpoint,
                                   seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
-from framework.distributed import DistInfo, cleanup, init_distributed
+from framework.distributed import DistInfo, Heartbeat, any_rank, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
 from framework.logger import RunLogger
 from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
                             resolve_optimizer_defaults)
+from framework.rundir import lock_run_dir
+from framework.validate import check_args, data_source
 
-NOT_CONFIG = ("config", "local_rank")  # parsed flags that are not part of a run's config
+NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -119,6 +122,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-interval", type=int, default=0, help="also keep epoch_NNN.pt every N epochs")
     g.add_argument("--max-nonfinite", type=int, default=20, help="stop after this many non-finite losses in a row")
     g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    g.add_argument("--dist-timeout", type=float, default=600.0, help="seconds a collective waits for the other "
+                   "ranks before the job ends (a dead or frozen rank); the log names the rank that went silent")
     return p
 
 
@@ -174,7 +179,12 @@ def environment(info: DistInfo, accum_steps: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    info = init_distributed(args.device, args.local_rank)
+    try:
+        check_args(args)  # flag values, output and data paths: before anything is created or written
+    except ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    info = init_distributed(args.device, args.local_rank, args.dist_timeout)
     if info.device.type == "cuda":  # fixed input shapes: cuDNN autotunes its kernels once (timm's train.py does too)
         torch.backends.cudnn.benchmark = True
     try:
@@ -184,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
         data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
         check_schedule(args, data.steps_per_epoch)
         ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
-        ckpt = load_checkpoint(ckpt_file) if ckpt_file else None
+        ckpt, ckpt_file, ckpt_notes = load_resumable(ckpt_file)  # a damaged last.pt falls back to prev.pt
         if ckpt is not None:
             check_resumable(ckpt["config"], config_dict(args), ckpt_file)
     except (ConfigError, FileNotFoundError, ValueError) as e:
@@ -192,6 +202,12 @@ def main(args: argparse.Namespace) -> int:
         cleanup()
         return 2
     temp_output = args.output is None  # smoke mode without --output: a throwaway run directory
+    try:
+        lock = lock_run_dir(None if temp_output else args.output, info)  # one run per run directory
+    except ConfigError as e:
+        sys.stderr.write(f"error{f' (rank {info.rank})' if info.distributed else ''}: {e}\n")
+        cleanup()
+        return 2
     if temp_output:
         args.output = tempfile.mkdtemp(prefix="smoke-") if info.is_main else "/nonexistent"
     steps_per_epoch, accum = data.steps_per_epoch, data.accum_steps
@@ -207,6 +223,12 @@ def main(args: argparse.Namespace) -> int:
         logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
                            tensorboard=False, console=False)
     logger.write_json("env.json", environment(info, accum))
+    for note in (lock.notes if lock else []) + ckpt_notes:
+        logger.warning(note)
+    logger.info(f"data: {data_source(args)}")
+    heartbeat = Heartbeat(info, min(10.0, args.dist_timeout / 6), lambda rank, s: logger.warning(
+        f"rank {rank} has not answered for {s:.0f} s; the job ends after --dist-timeout {args.dist_timeout:g} s "
+        "unless it recovers")) if info.distributed else None
     logger.info(f"{args.model} on {args.dataset}: batch {args.batch_size} = {args.micro_batch} x {info.world_size} "
                 f"processes x {accum} accumulation; {steps_per_epoch} steps/epoch x {args.epochs} epochs; "
                 f"{args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
@@ -258,11 +280,17 @@ def main(args: argparse.Namespace) -> int:
         rngs = _gather_rng(info)
         if hasattr(scheduler, "reduce_pending_losses"):  # AutoWU mid-epoch: save the cross-rank average
             scheduler.reduce_pending_losses()
+        error = None
         if info.is_main:
-            save_checkpoint(path, model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=amp.scaler,
-                            epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),
-                            rng_per_rank=rngs,
-                            extra={"loop": state.to_dict()})
+            try:
+                save_checkpoint(path, model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=amp.scaler,
+                                epoch=state.epoch, step=state.step, batch_index=batch_index, config=config_dict(args),
+                                rng_per_rank=rngs,
+                                extra={"loop": state.to_dict()})
+            except CheckpointError as e:  # disk full, ...: every rank stops; the previous checkpoint is intact
+                error = e
+        if any_rank(error is not None, info):
+            raise error or CheckpointError("rank 0 could not write the checkpoint; its log says why")
 
     stop = StopFlag()
     stop.install()
@@ -288,7 +316,7 @@ def main(args: argparse.Namespace) -> int:
                                   "batch_index": result.batch_index})
                 logger.info(f"signal {stop.signal}: saved {args.output}/last.pt at step {state.step}; exiting so the "
                             "requeued job resumes from it")
-                return 0
+                return 130 if stop.signal == signal.SIGINT else 0  # Ctrl-C: the shell's "interrupted" status
             if result.status == "diverged":
                 status = "diverged"
                 logger.log_event({"type": "diverged", "epoch": epoch, "step": state.step,
@@ -326,6 +354,9 @@ def main(args: argparse.Namespace) -> int:
                 break
 
         state.elapsed_s += time.perf_counter() - process_start
+        if status == "finished" and not parameters_finite(raw_model.parameters()):  # never "finished" with NaNs
+            status = "diverged"
+            logger.warning("the weights are not finite at the end of training: the run diverged")
         hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
                     else f"{info.world_size}x cpu ({platform.node()})")
         results = {"status": status, "config": config_dict(args), "final_top1": state.final_top1,
@@ -341,8 +372,24 @@ def main(args: argparse.Namespace) -> int:
         logger.info(f"{status}: final top1 {_fmt(state.final_top1)} best top1 {_fmt(state.best_top1)} "
                     f"(epoch {state.best_epoch}); {state.step} steps in {state.elapsed_s:.0f}s")
         return 0
+    except CheckpointError as e:
+        logger.warning(f"error: {e}")
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    except RuntimeError as e:  # a collective failed: name the rank that stopped answering
+        if heartbeat is None:
+            raise
+        heartbeat.stop(finished=False)
+        message = heartbeat.describe_failure(e)
+        logger.warning(f"error: {message}")
+        sys.stderr.write(f"error (rank {info.rank}): {message}\n")
+        return 1
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         stop.uninstall()
+        if lock is not None:
+            lock.release()
         logger.close()
         if temp_output and info.is_main:
             shutil.rmtree(args.output, ignore_errors=True)
@@ -370,4 +417,8 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(parsed))
+    try:
+        sys.exit(main(parsed))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started: no traceback, nothing saved
+        print("interrupted: exiting without saving (the last checkpoint, if any, is as it was)", file=sys.stderr)
+        sys.exit(130)
