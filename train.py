@@ -258,6 +258,8 @@ def main(args: argparse.Namespace) -> int:
 
     scheduler = create_schedule(args, optimizer, model, steps_per_epoch, loss_fn=autolr_loss,
                                 batches=autolr_batches, forwards_per_step=accum)
+    if hasattr(scheduler, "keep_snapshots_in") and not temp_output:  # rollback snapshots: files, written once
+        scheduler.keep_snapshots_in(os.path.join(args.output, "rollback"))
     state = LoopState()
     start_batch = 0
     if ckpt is not None:  # the scheduler is built first: building it rewrites the groups' LR

@@ -37,3 +37,15 @@ def schedule_class(name: str) -> type:
         from .autolr import AutoLR
         return AutoLR
     raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+
+
+def schedule_class(name: str) -> type:
+    """The class that :func:`create_scheduler` builds for ``name`` (to list its keyword arguments)."""
+    if name == "autolr":
+        from .autolr import AutoLR
+        return AutoLR
+    classes = {"baseline": WarmupCosine, "const-cosine": ConstantCosine, "autowu-cos": AutoWU,
+               "autowu-const-cos": AutoWU}
+    if name not in classes:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    return classes[name]

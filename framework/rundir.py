@@ -115,7 +115,8 @@ class RunLock:
 
     def _remove_orphans(self) -> None:
         """Temp files of checkpoint writes cut off by a kill (``NAME.pt.tmp.PID``)."""
-        for tmp in sorted(glob.glob(os.path.join(glob.escape(self.output), "*.tmp.*"))):
+        out = glob.escape(self.output)
+        for tmp in sorted(glob.glob(os.path.join(out, "*.tmp.*")) + glob.glob(os.path.join(out, "rollback", "*.tmp.*"))):
             try:
                 os.remove(tmp)
                 self.notes.append(f"removed {tmp}, the temp file of a write cut off by an earlier run's end")
