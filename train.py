@@ -381,8 +381,8 @@ def main(args: argparse.Namespace) -> int:
     except RuntimeError as e:  # a collective failed: name the rank that stopped answering
         if heartbeat is None:
             raise
-        heartbeat.stop(finished=False)
         message = heartbeat.describe_failure(e)
+        heartbeat.stop(finished=False)
         logger.warning(f"error: {message}")
         sys.stderr.write(f"error (rank {info.rank}): {message}\n")
         return 1

@@ -189,8 +189,13 @@ class Heartbeat:
         return {r: now - since for r, (_, since) in sorted(self.seen.items()) if now - since > 3 * self.interval}
 
     def describe_failure(self, error: BaseException) -> str:
-        """One line for a collective that failed: the silent ranks if any, else what the error says."""
+        """One line for a collective that failed: the silent ranks if any, else what the error says. A rank that
+        died breaks the connection at once, before its counter looks stale: wait up to ``3.5 * interval`` for it."""
+        deadline = time.monotonic() + 3.5 * self.interval
         silent = self.silent()
+        while not silent and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(min(0.2, self.interval / 4))
+            silent = self.silent()
         if silent:
             who = ", ".join(f"rank {r} (silent for {s:.0f} s)" for r, s in silent.items())
             return (f"{who} stopped answering; the collective on rank {self.info.rank} failed "

@@ -9,6 +9,7 @@ the temp files of checkpoint writes that a killed run left behind (no other proc
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import os
@@ -148,6 +149,8 @@ def lock_run_dir(output: Optional[str], info) -> Optional[RunLock]:
             lock, message = None, str(e)
         except OSError as e:
             lock, message = None, f"--output {output} cannot be created or written: {e.strerror or e}"
+        if lock is not None:  # also when the run fails before its own release
+            atexit.register(lock.release)
     if any_rank(message is not None, info):
         raise RunDirLocked(message or f"rank 0 could not lock the run directory {output} (its log says why)")
     return lock
