@@ -12,6 +12,7 @@ receives everything (see docs/DESIGN.md); a run that finds ``last.pt`` there res
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import platform
 import shutil
@@ -37,7 +38,8 @@ from framework.optim import (check_schedule, create_optimizer, create_schedule, 
 from framework.rundir import lock_run_dir
 from framework.validate import check_args, data_source
 
-NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
+NOT_CONFIG = ("config", "local_rank", "dist_timeout")
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT, errno.EACCES)  # parsed flags that are not part of a run's config
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -348,8 +350,8 @@ def main(args: argparse.Namespace) -> int:
                 if parameters_finite(raw_model.parameters()):
                     save(os.path.join(args.output, "last.pt"), 0)
                     if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
-                        shutil.copyfile(os.path.join(args.output, "last.pt"),
-                                        os.path.join(args.output, f"epoch_{epoch:03d}.pt"))
+                        keep_copy(os.path.join(args.output, "last.pt"), os.path.join(args.output,
+                                                                                   f"epoch_{epoch:03d}.pt"), logger)
                 else:
                     logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
             if result.status == "stopped":
@@ -378,6 +380,14 @@ def main(args: argparse.Namespace) -> int:
         logger.warning(f"error: {e}")
         sys.stderr.write(f"error: {e}\n")
         return 1
+    except OSError as e:  # the run directory's disk is full, gone or read-only while writing logs
+        if e.errno not in DISK_ERRORS:
+            raise
+        message = (f"cannot write to the run directory {args.output}: {e.strerror} ({errno.errorcode[e.errno]}"
+                   f"{f', {e.filename}' if e.filename else ''}); last.pt is the last checkpoint. Free space or fix "
+                   "the directory, then run the same command to resume")
+        sys.stderr.write(f"error: {message}\n")
+        return 1
     except RuntimeError as e:  # a collective failed: name the rank that stopped answering
         if heartbeat is None:
             raise
@@ -396,6 +406,18 @@ def main(args: argparse.Namespace) -> int:
         if temp_output and info.is_main:
             shutil.rmtree(args.output, ignore_errors=True)
         cleanup()
+
+
+def keep_copy(src: str, dst: str, logger: RunLogger) -> None:
+    """``--checkpoint-interval``'s copy of last.pt; a failed copy is a warning (last.pt itself is sound)."""
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        try:
+            os.remove(dst)
+        except OSError:
+            pass
+        logger.warning(f"could not keep {dst}: {e.strerror or e}; {src} is intact")
 
 
 def _gather_rng(info: DistInfo) -> list:

@@ -327,6 +327,21 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(fi
     assert not list(run.glob("*.tmp.*")) and not (run / ".lock").exists()
 
 
+def test_disk_full_while_logging_is_one_line(tmp_path, capsys, monkeypatch):
+    from framework.logger import RunLogger
+
+    def full_disk(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "steps.csv"))
+
+    monkeypatch.setattr(RunLogger, "log_steps", full_disk)
+    code = run_inprocess([*TINY, "--epochs", "1", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 1 and "Traceback" not in err and len(lines) == 1, err
+    assert "No space left on device (ENOSPC" in lines[0] and "steps.csv" in lines[0]
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
 def test_load_resumable_reports_both_files_when_neither_is_usable(tmp_path):
     last, prev = tmp_path / "last.pt", tmp_path / "prev.pt"
     last.write_bytes(b"")
