@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 import autowu
-from framework.checkpoint import (CheckpointError, check_resumable, load_resumable, resume_path, rng_state, save_checkpoint,
-                                  seed_everything, set_rng_state)
+from framework.checkpoint import (CheckpointError, check_resumable, load_resumable, resume_path, rng_state,
+                                  save_checkpoint, seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.distributed import DistInfo, Heartbeat, any_rank, cleanup, init_distributed
 from framework.engine import AmpGrad, LoopState, StopFlag, build_loss, evaluate, train_one_epoch
@@ -38,8 +38,8 @@ from framework.optim import (check_schedule, create_optimizer, create_schedule, 
 from framework.rundir import lock_run_dir
 from framework.validate import check_args, data_source
 
-NOT_CONFIG = ("config", "local_rank", "dist_timeout")
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT, errno.EACCES)  # parsed flags that are not part of a run's config
+NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT, errno.EACCES)  # end in one line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
