@@ -36,7 +36,7 @@ from framework.logger import RunLogger
 from framework.optim import (check_schedule, create_optimizer, create_schedule, parameters_finite,
                             resolve_optimizer_defaults)
 from framework.rundir import lock_run_dir
-from framework.validate import check_args, data_source
+from framework.validate import check_args, check_model_builds, data_source
 
 NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT, errno.EACCES)  # end in one line
@@ -195,6 +195,7 @@ def main(args: argparse.Namespace) -> int:
         from framework.models import create_model
         data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
         check_schedule(args, data.steps_per_epoch)
+        check_model_builds(args, data.num_classes, data.in_chans, data.img_size)
         ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
         ckpt, ckpt_file, ckpt_notes = load_resumable(ckpt_file)  # a damaged last.pt falls back to prev.pt
         if ckpt is not None:

@@ -136,6 +136,18 @@ def check_model(name: str) -> None:
                       f"fmnist_resnet): {hint}")
 
 
+def check_model_builds(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> None:
+    """Build the model on the meta device (no memory, no random numbers drawn), so that a setting the model rejects
+    (``--drop-path`` on a network without residual branches, a ViT's image size, ...) is reported before the run
+    directory is written."""
+    from .models import create_model
+    try:
+        with torch.device("meta"):
+            create_model(args, num_classes, in_chans, img_size)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"--model {args.model} cannot be built with these settings: {e}") from None
+
+
 def check_sched_kwargs(args: argparse.Namespace) -> None:
     extra = args.sched_kwargs or {}
     if not extra:

@@ -77,6 +77,7 @@ BAD_FLAGS = [
     (["--sched", "autolr", "--sched-kwargs", "{explore: 1}"], "did you mean explore_epochs"),
     (["--sched-kwargs", "{model: 1}"], "train.py sets it itself"),
     (["--autowu-eta-min", "0"], "eta_min"),
+    (["--drop-path", "0.1"], "--model fmnist_cnn cannot be built with these settings"),
 ]
 
 
