@@ -510,3 +510,15 @@ def test_train_writes_rollback_snapshots_once_not_into_last_pt(tmp_path):
     assert state["phase"] == "warmup" and [e["step"] for e in state["snapshots"]] == [4, 8]
     assert all(set(e) == {"step", "file"} for e in state["snapshots"])  # file names, not model copies
     assert all((run / "rollback" / e["file"]).is_file() for e in state["snapshots"])
+
+
+def test_bench_checkpoint_prints_the_figures_with_snapshots_in_files(capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_checkpoint", ROOT / "scripts" / "bench_checkpoint.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["-c", "configs/fashion_mnist_demo.yaml", "--autowu-rollback", "--device", "cpu",
+                       "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(5 snapshots)" in out and "save time n=2:" in out
+    assert "snapshot tensors held in this process: 0.0 MB" in out
