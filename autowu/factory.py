@@ -19,23 +19,17 @@ def create_scheduler(name: str, optimizer: Optimizer, *, steps_per_epoch: int, t
     :class:`ConstantCosine`; ``autowu-cos`` / ``autowu-const-cos`` -> :class:`AutoWU` with ``decay='cosine'`` /
     ``'const-cosine'``; ``autolr`` -> :class:`autowu.autolr.AutoLR`.
     """
-    cls = schedule_class(name)
-    if cls is AutoWU:
-        kwargs = {**kwargs, "decay": "cosine" if name == "autowu-cos" else "const-cosine"}
-    return cls(optimizer, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs, **kwargs)
-
-
-def schedule_class(name: str) -> type:
-    """The class behind the schedule ``name`` (one of :data:`SCHEDULES`)."""
+    common = dict(steps_per_epoch=steps_per_epoch, total_epochs=total_epochs)
     if name == "baseline":
-        return WarmupCosine
+        return WarmupCosine(optimizer, **common, **kwargs)
     if name == "const-cosine":
-        return ConstantCosine
+        return ConstantCosine(optimizer, **common, **kwargs)
     if name in ("autowu-cos", "autowu-const-cos"):
-        return AutoWU
+        decay = "cosine" if name == "autowu-cos" else "const-cosine"
+        return AutoWU(optimizer, **common, decay=decay, **kwargs)
     if name == "autolr":
         from .autolr import AutoLR
-        return AutoLR
+        return AutoLR(optimizer, **common, **kwargs)
     raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
 
 
