@@ -12,9 +12,11 @@ receives everything (see docs/DESIGN.md); a run that finds ``last.pt`` there res
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,20 +29,23 @@ from torch import nn
 
 import autowu
 from framework.batch import BatchSplit
-from framework.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint, seed_everything,
-                                  set_rng_state)
+from framework.checkpoint import (CheckpointError, load_resumable, resume_path, rng_state, save_checkpoint,
+                                  seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.data import build_data
 from framework.datasets import DATASET_NAMES, DATASETS
-from framework.distributed import DistInfo, barrier, cleanup, init_distributed
+from framework.distributed import DistInfo, Heartbeat, any_rank, barrier, cleanup, init_distributed
 from framework.engine import AmpGrad, StopFlag, TrainStats, build_loss, evaluate, probe_loss, train_one_epoch
 from framework.logger import RunLogger
 from framework.models import build_model
 from framework.optim import (OPT_DEFAULTS, check_schedule, create_optimizer, create_schedule, parameters_finite,
                              resolve_optimizer_defaults)
+from framework.rundir import lock_run_dir
 from framework.runspec import Position, check_resume
+from framework.validate import check_args, data_source
 
-NOT_CONFIG = ("config", "local_rank")  # parsed flags that are not part of a run's config
+NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOENT, errno.EACCES)  # end in one line
 
 
 EPILOG = """\
@@ -163,6 +168,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-nonfinite", type=int, default=20, help="stop after this many non-finite losses in a row "
                    "(0: never)")
     g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs, and after the last")
+    g.add_argument("--dist-timeout", type=float, default=600.0, help="seconds a collective waits for the other "
+                   "ranks before the job ends (a dead or frozen rank); the log names the rank that went silent")
     return p
 
 
@@ -219,6 +226,7 @@ class Plan:
     ckpt_file: Optional[str] = None
     position: Position = field(default_factory=Position)
     note: Optional[str] = None  # how the resumed run differs (another batch split)
+    warnings: list = field(default_factory=list)  # e.g. a damaged last.pt and the fallback to prev.pt
 
 
 @dataclass
@@ -263,26 +271,63 @@ class Run:
 
 def main(args: argparse.Namespace) -> int:
     """parse (done by the caller) -> plan -> build -> resume -> loop -> finish."""
-    info = init_distributed(args.device, args.local_rank)
+    try:
+        check_args(args)  # flag values, output and data paths: before anything is created or written
+    except ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    info = init_distributed(args.device, args.local_rank, args.dist_timeout)
     if info.device.type == "cuda":  # fixed input shapes: cuDNN autotunes its kernels once (timm's train.py does too)
         torch.backends.cudnn.benchmark = True
+    where = f" (rank {info.rank})" if info.distributed else ""
     try:
         p = plan(args, info)
+        lock = lock_run_dir(args.output, info)  # one run per run directory (none for a throwaway smoke run)
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        sys.stderr.write(f"error{f' (rank {info.rank})' if info.distributed else ''}: {e}\n")
+        sys.stderr.write(f"error{where}: {e}\n")
         cleanup()
         return 2
     run = build(args, info, p)
+    for note in (lock.notes if lock else []) + p.warnings:
+        run.logger.warning(note)
+    run.logger.info(f"data: {data_source(args)}")
+    heartbeat = Heartbeat(info, min(10.0, args.dist_timeout / 6), lambda rank, s: run.logger.warning(
+        f"rank {rank} has not answered for {s:.0f} s; the job ends after --dist-timeout {args.dist_timeout:g} s "
+        "unless it recovers")) if info.distributed else None
     stop = StopFlag()
     stop.install()
     try:
         resume(run, p)
         status = loop(run, p, stop)
-        if status != "preempted":
-            finish(run, status)
+        if status == "preempted":
+            return 130 if stop.signal == signal.SIGINT else 0  # Ctrl-C: the shell's "interrupted" status
+        finish(run, status)
         return 0
+    except CheckpointError as e:  # disk full while saving: the previous checkpoint is intact
+        run.logger.warning(f"error: {e}")
+        sys.stderr.write(f"error{where}: {e}\n")
+        return 1
+    except OSError as e:  # the run directory's disk is full, gone or read-only while writing logs
+        if e.errno not in DISK_ERRORS:
+            raise
+        sys.stderr.write(f"error{where}: cannot write to the run directory {args.output}: {e.strerror} "
+                         f"({errno.errorcode[e.errno]}{f', {e.filename}' if e.filename else ''}); last.pt is the last "
+                         "checkpoint. Free space or fix the directory, then run the same command to resume\n")
+        return 1
+    except RuntimeError as e:  # a collective failed: name the rank that stopped answering
+        if heartbeat is None:
+            raise
+        message = heartbeat.describe_failure(e)
+        heartbeat.stop(finished=False)
+        run.logger.warning(f"error: {message}")
+        sys.stderr.write(f"error{where}: {message}\n")
+        return 1
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         stop.uninstall()
+        if lock is not None:
+            lock.release()
         run.logger.close()
         if run.temp_output and info.is_main:
             shutil.rmtree(args.output, ignore_errors=True)
@@ -295,12 +340,17 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
     prepare_args(args, info)
     data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
     check_schedule(args, data.steps_per_epoch)
-    model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
-                        sync_bn=args.sync_bn and info.distributed)
+    try:
+        model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
+                            sync_bn=args.sync_bn and info.distributed)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, AssertionError) as e:  # e.g. a model option the model does not take
+        raise ConfigError(f"--model {args.model} cannot be built with these settings: {e}") from None
     out = Plan(data, model, AmpGrad(args.amp, info.device, args.clip_grad))
     out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
-    if out.ckpt_file:
-        out.ckpt = load_checkpoint(out.ckpt_file)
+    out.ckpt, out.ckpt_file, out.warnings = load_resumable(out.ckpt_file)  # a damaged last.pt: prev.pt
+    if out.ckpt is not None:
         out.position, out.note = check_resume(out.ckpt, config_dict(args), data.split, data.steps_per_epoch,
                                               out.ckpt_file)
     return out
@@ -338,6 +388,8 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
 
     scheduler = create_schedule(args, optimizer, model, data.steps_per_epoch, loss_fn=probe_loss(amp, loss_fn),
                                 batches=probe_batches, forwards_per_step=split.accum_steps)
+    if not temp_output:
+        schedule.attach_run_dir(scheduler, args.output)  # AutoWU's rollback snapshots: files, written once
     return Run(args, info, data, logger, model, model, optimizer, scheduler, schedule, amp, loss_fn, temp_output)
 
 
@@ -376,14 +428,21 @@ def _saved_counters(ckpt: dict) -> tuple[dict, dict]:
 
 
 def save(run: Run, path: str) -> None:
-    """Checkpoint at the current position; on every rank (collectives), rank 0 writes."""
+    """Checkpoint at the current position; on every rank (collectives), rank 0 writes. A failed write (disk full)
+    stops every rank with :class:`CheckpointError`; the previous checkpoint is intact."""
     rngs = _gather_rng(run.info)
     run.schedule.before_save(run.scheduler)
+    error = None
     if run.info.is_main:
-        save_checkpoint(path, model=run.raw_model, optimizer=run.optimizer, scheduler=run.scheduler,
-                        scaler=run.amp.scaler, position=run.pos.to_dict(), split=run.data.split.to_dict(),
-                        steps_per_epoch=run.data.steps_per_epoch, config=config_dict(run.args), rng_per_rank=rngs,
-                        extra={"stats": run.stats.to_dict(), "record": run.record.to_dict()})
+        try:
+            save_checkpoint(path, model=run.raw_model, optimizer=run.optimizer, scheduler=run.scheduler,
+                            scaler=run.amp.scaler, position=run.pos.to_dict(), split=run.data.split.to_dict(),
+                            steps_per_epoch=run.data.steps_per_epoch, config=config_dict(run.args), rng_per_rank=rngs,
+                            extra={"stats": run.stats.to_dict(), "record": run.record.to_dict()})
+        except CheckpointError as e:
+            error = e
+    if any_rank(error is not None, run.info):
+        raise error or CheckpointError("rank 0 could not write the checkpoint; its log says why")
 
 
 def loop(run: Run, p: Plan, stop: StopFlag) -> str:
@@ -451,7 +510,7 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
             if parameters_finite(run.raw_model.parameters()):
                 save(run, os.path.join(output, "last.pt"))
                 if args.checkpoint_interval and (epoch + 1) % args.checkpoint_interval == 0 and info.is_main:
-                    shutil.copyfile(os.path.join(output, "last.pt"), os.path.join(output, f"epoch_{epoch:03d}.pt"))
+                    keep_copy(os.path.join(output, "last.pt"), os.path.join(output, f"epoch_{epoch:03d}.pt"), logger)
             else:
                 logger.warning(f"epoch {epoch}: non-finite weights; last.pt is left as it was")
         if result.status == "stopped":
@@ -463,6 +522,9 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
 def finish(run: Run, status: str) -> None:
     """results.json and the closing line."""
     info, rec, pos = run.info, run.record, run.pos
+    if status == "finished" and not parameters_finite(run.raw_model.parameters()):  # never "finished" with NaNs
+        status = "diverged"
+        run.logger.warning("the weights are not finite at the end of training: the run diverged")
     hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
                 else f"{info.world_size}x cpu ({platform.node()})")
     results = {"status": status, "config": config_dict(run.args), "final_top1": rec.final_top1,
@@ -474,6 +536,18 @@ def finish(run: Run, status: str) -> None:
     run.logger.write_json("results.json", results)
     run.logger.info(f"{status}: final top1 {_fmt(rec.final_top1)} best top1 {_fmt(rec.best_top1)} "
                     f"(epoch {rec.best_epoch}); {pos.step} steps in {rec.elapsed_s:.0f}s")
+
+
+def keep_copy(src: str, dst: str, logger: RunLogger) -> None:
+    """``--checkpoint-interval``'s copy of last.pt; a failed copy is a warning (last.pt itself is sound)."""
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        try:
+            os.remove(dst)
+        except OSError:
+            pass
+        logger.warning(f"could not keep {dst}: {e.strerror or e}; {src} is intact")
 
 
 def _gather_rng(info: DistInfo) -> list:
@@ -497,4 +571,8 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(parsed))
+    try:
+        sys.exit(main(parsed))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started: no traceback, nothing saved
+        print("interrupted: exiting without saving (the last checkpoint, if any, is as it was)", file=sys.stderr)
+        sys.exit(130)

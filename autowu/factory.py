@@ -11,6 +11,7 @@ scalars, and the block(s) it adds to results.json. Adding a schedule is its clas
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -45,6 +46,7 @@ class ScheduleEntry:
     scalars: Callable[[dict], dict] = _no_scalars  # TensorBoard scalars for a history entry, at its "step"
     results: Callable[[Any], dict] = _no_results  # keys this schedule adds to results.json
     before_save: Callable[[Any], None] = lambda sched: None  # a collective every rank runs before a checkpoint
+    attach_run_dir: Callable[[Any, str], None] = lambda sched, directory: None  # files it keeps in the run directory
 
     @property
     def cls(self) -> type:
@@ -53,7 +55,8 @@ class ScheduleEntry:
     def arguments(self) -> set[str]:
         """The keyword arguments the class accepts (beyond the optimizer and the step grid)."""
         params = inspect.signature(self.cls.__init__).parameters
-        return {n for n in params if n not in ("self", "optimizer", "steps_per_epoch", "total_epochs")}
+        return {n for n, p in params.items() if n not in ("self", "optimizer", "steps_per_epoch", "total_epochs")
+                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
     def build(self, optimizer: Optimizer, *, steps_per_epoch: int, total_epochs: int, **kwargs: Any) -> StepScheduler:
         fixed = sorted(set(self.fixed) & set(kwargs))
@@ -110,7 +113,14 @@ def _autowu(name: str, decay: str) -> ScheduleEntry:
     return ScheduleEntry(name, lambda: AutoWU, fixed={"decay": decay, "variant": "paper"}, settings=_AUTOWU_SETTINGS,
                          needs_model=lambda kw: bool(kw.get("rollback")), describe=_autowu_line,
                          scalars=_autowu_scalars, results=_autowu_results,
-                         before_save=lambda sched: sched.reduce_pending_losses())  # mid-epoch: the rank average
+                         before_save=lambda sched: sched.reduce_pending_losses(),  # mid-epoch: the rank average
+                         attach_run_dir=_autowu_run_dir)
+
+
+def _autowu_run_dir(sched: Any, directory: str) -> None:
+    """Rollback snapshots go to ``directory/rollback/`` (written once each) instead of every checkpoint."""
+    if sched.rollback:
+        sched.keep_snapshots_in(os.path.join(directory, "rollback"))
 
 
 REGISTRY: dict[str, ScheduleEntry] = {e.name: e for e in (

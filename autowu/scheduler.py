@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import warnings
 from collections import deque
 from typing import Any, Optional
@@ -642,17 +643,82 @@ class AutoWU(StepScheduler):
         return vec.cpu().tolist()
 
     # -- rollback ------------------------------------------------------------------------------------------------
+    def keep_snapshots_in(self, directory: str) -> None:
+        """Write each rollback snapshot once, to ``directory/step_NNNNNNNNN.pt`` (rank 0 only), instead of holding
+        it in host memory: ``state_dict()`` then names the files rather than holding ``patience + 2`` copies of the
+        model and optimizer, so checkpoints stay the size they are without rollback. The files of the window (and
+        one older, for the checkpoint before the last) are kept; the rest are deleted. Call it before
+        ``load_state_dict``; a relative file name in the state is looked up here."""
+        self._snapshot_dir = directory
+
+    def _holds_snapshots(self) -> bool:
+        """Rank 0 of the group keeps the snapshots (the ranks hold identical states under DDP); the others keep the
+        steps only and receive the chosen snapshot by broadcast."""
+        group = self._group()
+        return group is None or dist.get_rank(group) == 0
+
     def _snapshot(self, t: int) -> None:
-        self.snapshots.append({"step": t, "model": _to_cpu(self.model.state_dict()),
-                               "optimizer": _to_cpu(self.optimizer.state_dict())})
+        entry: dict = {"step": t}
+        if self._holds_snapshots():
+            directory = getattr(self, "_snapshot_dir", None)
+            if directory is None:
+                entry.update(model=_to_cpu(self.model.state_dict()), optimizer=_to_cpu(self.optimizer.state_dict()))
+            else:
+                entry["file"] = f"step_{t:09d}.pt"
+                os.makedirs(directory, exist_ok=True)
+                path = os.path.join(directory, entry["file"])
+                tmp = f"{path}.tmp.{os.getpid()}"
+                try:
+                    torch.save({"step": t, "model": self.model.state_dict(),
+                                "optimizer": self.optimizer.state_dict()}, tmp)
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+                    raise
+        self.snapshots.append(entry)
+        self._prune_snapshot_files()
+
+    def _prune_snapshot_files(self, keep_older: int = 1) -> None:
+        """Delete snapshot files older than the window, but ``keep_older`` of them (the previous checkpoint's)."""
+        directory = getattr(self, "_snapshot_dir", None)
+        if directory is None or not self._holds_snapshots() or not os.path.isdir(directory):
+            return
+        window = {e.get("file") for e in self.snapshots}
+        first = min((e["step"] for e in self.snapshots), default=None)
+        older = sorted(f for f in os.listdir(directory) if f.startswith("step_") and f.endswith(".pt")
+                       and f not in window and (first is None or int(f[5:-3]) < first))
+        for name in older[:len(older) - keep_older] if first is not None else older:
+            os.remove(os.path.join(directory, name))
+
+    def _load_snapshot(self, snap: dict) -> Optional[dict]:
+        """The model and optimizer states of ``snap`` on this rank (rank 0), or None if its file is gone."""
+        if "model" in snap:
+            return {"model": snap["model"], "optimizer": copy.deepcopy(snap["optimizer"])}
+        if "file" not in snap:
+            return None
+        path = os.path.join(getattr(self, "_snapshot_dir", None) or "", snap["file"])
+        if not os.path.isfile(path):
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     def _restore_nearest(self, t_star: float) -> Optional[int]:
         if not self.snapshots:
             return None
-        snap = min(self.snapshots, key=lambda s: abs(s["step"] - t_star))
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        snap = min(self.snapshots, key=lambda s: abs(s["step"] - t_star))  # every rank has the same steps
+        state = self._load_snapshot(snap) if self._holds_snapshots() else None
+        group = self._group()
+        if group is not None:  # rank 0's snapshot to every rank
+            box = [state]
+            src = dist.get_global_rank(group, 0) if group is not dist.group.WORLD else 0
+            dist.broadcast_object_list(box, src=src, group=group)
+            state = box[0]
         self.snapshots.clear()
+        self._prune_snapshot_files(keep_older=0)
+        if state is None:  # the snapshot's file was deleted: no rollback (the switch entry says so)
+            return None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         return int(snap["step"])
 
     # -- checkpointing -------------------------------------------------------------------------------------------

@@ -2,11 +2,22 @@
 (epoch, optimizer step, samples of the epoch), batch split, RNG states, config, the loop's counters. Written atomically
 (framework/io.py) so a kill during the write leaves the previous checkpoint intact. Whether a checkpoint may continue
 under the settings given now is decided by framework/runspec.py.
+
+Integrity: every record of the checkpoint's zip archive carries a CRC-32 that :func:`verify_checkpoint` checks before
+anything is unpickled, so a truncated, overwritten or bit-flipped file is refused with a message instead of loading
+wrong numbers. The checkpoint it replaces is kept as ``prev.pt`` (:func:`previous_path`); :func:`load_resumable`
+falls back to it, with a warning naming both, when ``last.pt`` is damaged. Everything is stored as tensors and plain
+Python types, so ``torch.load(path, weights_only=True)`` reads a checkpoint (older ones with a NumPy RNG state still
+load here). A failed write (disk full, quota, I/O error) raises :class:`CheckpointError` and leaves the previous
+checkpoint as it was.
 """
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
+import zipfile
 from typing import Any, Optional
 
 import numpy as np
@@ -27,17 +38,32 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or written; the message names the file and what to do."""
+
+
+# what a checkpoint of train.py holds (a file without one of these cannot resume a run)
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "batch_index", "config", "loop")
+
+
 def rng_state() -> dict:
-    """Python, NumPy, torch CPU and (when a GPU is in use) CUDA generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch CPU and (when a GPU is in use) CUDA generator states, as tensors and plain types."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):  # the tuple of np.random.get_state() in checkpoints before weights_only
+        numpy_state = (numpy_state["bit_generator"], numpy_state["keys"].numpy().astype(np.uint32),
+                       numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -65,21 +91,108 @@ def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optim
         "epoch": position["epoch"], "step": position["step"],  # also at the top level, for readers of old files
         "rng_per_rank": rng_per_rank, "config": config, **(extra or {}),
     }
-    atomic_write(path, lambda f: torch.save(state, f), binary=True)
+    write_checkpoint_file(path, state)
+
+
+def previous_path(path: str) -> str:
+    """Where the checkpoint that ``path`` replaces is kept: ``prev.pt`` beside ``last.pt``, else ``PATH.prev``."""
+    head, name = os.path.split(path)
+    return os.path.join(head, "prev.pt") if name == "last.pt" else f"{path}.prev"
+
+
+def write_checkpoint_file(path: str, state: dict) -> None:
+    """``torch.save(state)`` to ``path`` atomically, keeping the file it replaces as :func:`previous_path`.
+
+    The write goes to ``PATH.tmp.PID`` (fsynced) first; only then does the old file become the previous one and the
+    new one take its place. An ``OSError`` (ENOSPC, EDQUOT, EIO, ...) removes the temp file and raises
+    :class:`CheckpointError`; the existing checkpoint is untouched."""
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)  # the CRC-32s are what verify_checkpoint checks
+    try:
+        atomic_write(path, lambda f: torch.save(state, f), binary=True, keep_previous=previous_path(path))
+    except OSError as e:
+        what = errno.errorcode.get(e.errno, "") if e.errno else ""
+        kept = (f"the previous checkpoint {path} is intact" if os.path.exists(path) else "no checkpoint was written")
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}{f' ({what})' if what else ''}; "
+                              f"{kept}. Free space or fix the directory, then run the same command to resume") from e
+    finally:
+        torch.serialization.set_crc32_options(crc)
+
+
+def verify_checkpoint(path: str) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a complete zip archive whose every record matches its
+    CRC-32 (torch.save's format); reads the whole file once, without unpickling anything."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror or e}") from e
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} is damaged: not a complete torch.save archive ({e}); "
+                              "truncated, overwritten or not a checkpoint") from e
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: record {bad!r} fails its CRC-32 check")
 
 
 def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint onto the CPU (tensors move to their device when loaded into the model/optimizer)."""
+    """Read a verified checkpoint onto the CPU (tensors move to their device when loaded into the model/optimizer);
+    raise :class:`CheckpointError` if it is damaged, not a dict or lacks an entry of :data:`CHECKPOINT_KEYS`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume {path!r}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    verify_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # verified intact, written before the RNG states were plain (NumPy objects)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001  anything unpickling can raise is "cannot read"
+            raise CheckpointError(f"checkpoint {path} cannot be unpickled: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}: {e}") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a train.py checkpoint (a dict)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks its {', '.join(repr(k) for k in missing)} "
+                              f"entr{'y' if len(missing) == 1 else 'ies'}: it was not written by train.py")
+    return ckpt
+
+
+def load_resumable(path: Optional[str]) -> tuple[Optional[dict], Optional[str], list[str]]:
+    """``(checkpoint, the file it came from, warnings)`` for ``path`` (None: nothing to resume).
+
+    A missing or damaged ``path`` whose :func:`previous_path` is sound falls back to that file, with a warning
+    naming both; when neither is usable the :class:`CheckpointError` says what to do."""
+    if path is None:
+        return None, None, []
+    prev = previous_path(path)
+    try:
+        return load_checkpoint(path), path, []
+    except (CheckpointError, FileNotFoundError) as e:
+        if not os.path.isfile(prev):
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise CheckpointError(f"{e}. No previous checkpoint ({prev}) to fall back to: resume from another file "
+                                  "with --resume PATH, or start afresh with --resume none") from e
+        try:
+            ckpt = load_checkpoint(prev)
+        except CheckpointError as e2:
+            raise CheckpointError(f"{e}; the previous checkpoint is unusable too ({e2}). Start afresh with "
+                                  "--resume none or give one with --resume PATH") from e2
+        problem = str(e) if isinstance(e, CheckpointError) else f"{path} does not exist"
+        return ckpt, prev, [f"{problem}; resuming from the previous checkpoint {prev} (epoch {ckpt['epoch']}, "
+                            f"step {ckpt['step']}) instead"]
 
 
 def resume_path(resume: str, output: str) -> Optional[str]:
     """``auto``: ``output/last.pt`` when it exists; ``none``: never; otherwise the given path."""
     if resume == "none":
         return None
-    if resume == "auto":
+    if resume == "auto":  # last.pt, or its predecessor if a kill came between the two renames of a save
         last = os.path.join(output, "last.pt")
-        return last if os.path.isfile(last) else None
+        return last if os.path.isfile(last) or os.path.isfile(previous_path(last)) else None
     return resume

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -76,10 +78,12 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
-def init_distributed(device: str = "auto", local_rank_arg: Optional[int] = None) -> DistInfo:
+def init_distributed(device: str = "auto", local_rank_arg: Optional[int] = None,
+                     timeout_s: float = 600.0) -> DistInfo:
     """Start the process group (when launched with several processes) and choose this process's device.
 
-    ``device``: ``auto`` (a GPU if one is visible, else CPU), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (a GPU if one is visible, else CPU), ``cpu`` or ``cuda``. ``timeout_s``: how long a
+    collective waits for the other ranks before it fails (``--dist-timeout``), so a dead or frozen rank ends the job.
     """
     rank, local_rank, world_size, launcher = world_info_from_env(local_rank_arg)
     if device not in ("auto", "cpu", "cuda"):
@@ -97,7 +101,7 @@ def init_distributed(device: str = "auto", local_rank_arg: Optional[int] = None)
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
         kwargs = dict(backend="nccl" if use_cuda else "gloo", init_method="env://", rank=rank,
-                      world_size=world_size, timeout=datetime.timedelta(minutes=30))
+                      world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
         if use_cuda:
             kwargs["device_id"] = dev
         dist.init_process_group(**kwargs)
@@ -133,6 +137,81 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+class Heartbeat:
+    """Which rank stopped answering: every rank bumps a counter in the process group's key-value store every
+    ``interval`` seconds from a daemon thread; rank 0 watches every rank's counter, the other ranks watch rank 0's.
+    A counter that has not moved for ``3 * interval`` seconds (this host's clock: no clock skew between hosts)
+    marks its rank as silent: ``on_silent(rank, seconds)`` is called once per silence (the run logs it, before the
+    collective timeout or NCCL's watchdog ends the job), and :meth:`silent` lists the silent ranks for the error
+    message. A frozen (SIGSTOP) or dead process stops its thread too, so its counter stops."""
+
+    def __init__(self, info: DistInfo, interval: float, on_silent: Optional[Callable[[int, float], None]] = None):
+        from torch.distributed import distributed_c10d
+        self.info, self.interval, self.on_silent = info, max(0.2, float(interval)), on_silent
+        self.store = distributed_c10d._get_default_store()
+        self.watched = list(range(info.world_size)) if info.is_main else [0]
+        now = time.monotonic()
+        self.seen: dict[int, tuple[int, float]] = {r: (-1, now) for r in self.watched if r != info.rank}
+        self.reported: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autowu-heartbeat", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _key(rank: int) -> str:
+        return f"autowu/heartbeat/{rank}"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:  # add() creates a missing key and never blocks, unlike get()
+                self.store.add(self._key(self.info.rank), 1)
+                values = [self.store.add(self._key(r), 0) for r in self.seen]
+            except Exception:  # noqa: BLE001  the store's host is gone or frozen: its rank's counter stops below
+                values = None
+            now = time.monotonic()
+            for (rank, (old, since)), value in zip(list(self.seen.items()), values or [None] * len(self.seen)):
+                if value is not None and (value != old or value < 0):  # moved, or the rank has finished
+                    self.seen[rank] = (value, now)
+                    self.reported.discard(rank)
+                elif now - since > 3 * self.interval and rank not in self.reported:
+                    self.reported.add(rank)
+                    if self.on_silent is not None:
+                        self.on_silent(rank, now - since)
+            self._stop.wait(self.interval)
+
+    def silent(self) -> dict[int, float]:
+        """``{rank: seconds since its counter last moved}`` for the ranks silent for over ``3 * interval`` s."""
+        now = time.monotonic()
+        return {r: now - since for r, (_, since) in sorted(self.seen.items()) if now - since > 3 * self.interval}
+
+    def describe_failure(self, error: BaseException) -> str:
+        """One line for a collective that failed: the silent ranks if any, else what the error says. A rank that
+        died breaks the connection at once, before its counter looks stale: wait up to ``3.5 * interval`` for it."""
+        deadline = time.monotonic() + 3.5 * self.interval
+        silent = self.silent()
+        while not silent and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(min(0.2, self.interval / 4))
+            silent = self.silent()
+        if silent:
+            who = ", ".join(f"rank {r} (silent for {s:.0f} s)" for r, s in silent.items())
+            return (f"{who} stopped answering; the collective on rank {self.info.rank} failed "
+                    f"({type(error).__name__}). The job ends instead of waiting: check that rank's host and log")
+        return (f"a collective on rank {self.info.rank} failed and every watched rank is still alive (a rank is "
+                f"stuck or too slow, or lost its connection): {str(error).splitlines()[0] if str(error) else error!r}")
+
+    def stop(self, finished: bool = True) -> None:
+        """End the thread; ``finished``: mark this rank as done (not silent) in the store."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if not finished:  # after a failure the store may be frozen: do not wait on it
+            return
+        try:
+            self.store.add(self._key(self.info.rank), -(1 << 40))
+        except Exception:  # noqa: BLE001  the store may be gone at the end of a failed job
+            pass
 
 
 def cleanup() -> None:

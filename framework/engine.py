@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
@@ -87,15 +88,16 @@ def probe_loss(amp: AmpGrad, loss_fn: Callable) -> Callable[[nn.Module, torch.Te
 
 # -- preemption ---------------------------------------------------------------------------------------------------
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (SLURM preemption, torchrun's forwarded SIGTERM); the loop stops at the next
-    optimizer-step boundary on which every rank agrees."""
+    """Set by SIGTERM/SIGUSR1 (SLURM preemption, torchrun's forwarded SIGTERM) and SIGINT (Ctrl-C); the loop stops
+    at the next optimizer-step boundary on which every rank agrees, saves and exits. A second SIGINT raises
+    ``KeyboardInterrupt`` at once (train.py exits 130 without saving)."""
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
         self._previous: dict = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None), signal.SIGINT):
             if sig is not None:
                 self._previous[sig] = signal.signal(sig, self._handler)
 
@@ -105,6 +107,11 @@ class StopFlag:
         self._previous = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            if self.signal is not None:
+                raise KeyboardInterrupt
+            sys.stderr.write("interrupted: saving at the next optimizer step, then exiting (Ctrl-C again exits at "
+                             "once without saving)\n")
         self.signal = signum
 
     @property

@@ -13,19 +13,39 @@ from typing import Any, Callable, IO, Optional
 STEP_COLUMNS = ("step", "epoch", "lr", "loss")  # steps.csv: one row per optimizer step
 
 
-def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, then put it in place of ``path`` atomically."""
+def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False,
+                 keep_previous: Optional[str] = None) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, then put it in place of ``path`` atomically (the
+    directory is fsynced too). ``keep_previous``: the file ``path`` held is first moved there (checkpoints keep
+    ``prev.pt``). On any error the temporary file is removed and ``path`` is as it was."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and os.path.exists(path):
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename durable (best effort: some file systems refuse a directory fsync)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str, obj: Any) -> None:

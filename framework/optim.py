@@ -8,6 +8,7 @@ weight decay 0.1, betas (0.9, 0.999), eps 1e-6. The baseline's peak LR is ``lr_b
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -163,6 +164,11 @@ def _adamp_class() -> type:
     return AdamPAnyLayout
 
 
+# constructor arguments train.py provides itself (from the loop, or fixed by the schedule's name)
+SET_BY_TRAIN = {"model", "loss_fn", "batches", "process_group", "device", "immediate_cooldown",
+                "cooldown_type"}
+
+
 def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Constructor arguments of schedule ``args.sched``: the run settings its registry entry reads, then
     ``--sched-kwargs``. A key given both ways with different values, or one the class does not take, is a
@@ -175,10 +181,16 @@ def scheduler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if clashes:
         raise ConfigError(f"--sched {args.sched}: {'; '.join(clashes)} set the same argument differently; give it "
                           "once, with the flag (and drop it from --sched-kwargs)")
-    unknown = sorted(set(extra) - entry.arguments())
-    if unknown:
-        raise ConfigError(f"--sched-kwargs {', '.join(unknown)}: not an argument of {entry.cls.__name__} "
-                          f"(--sched {args.sched}); its arguments are {', '.join(sorted(entry.arguments()))}")
+    set_by_train = SET_BY_TRAIN | set(entry.fixed)
+    allowed = sorted(entry.arguments() - set_by_train)
+    for key in extra:
+        if key in set_by_train:
+            raise ConfigError(f"--sched-kwargs {key!r}: train.py sets it itself; use the flag for it if there is one")
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"--sched-kwargs: {entry.cls.__name__} (--sched {args.sched}) has no setting {key!r}; "
+                              f"{hint}its settings are {', '.join(allowed)}")
     kw.update(extra)
     return kw
 
