@@ -99,8 +99,9 @@ def check_smoke(args: argparse.Namespace) -> None:
         raise ConfigError(f"--smoke never resumes (it writes no checkpoint); drop --resume {args.resume}")
     if args.dataset == "synthetic":
         return
-    from .data import DATASET_META
-    native = dict(zip(("num_classes", "in_chans", "img_size"), DATASET_META[args.dataset]))
+    from .datasets import DATASETS
+    info = DATASETS[args.dataset]
+    native = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
     for name, value in native.items():
         given = getattr(args, name)
         if given is not None and given != value:
@@ -162,7 +163,7 @@ def check_data_dir(args: argparse.Namespace) -> None:
                           f"that holds {args.dataset} (`python scripts/prepare_data.py --dataset {args.dataset} "
                           f"--data-dir DIR` fetches or checks it)")
     if args.dataset == "fashion_mnist" and not default:
-        from .data import find_fashion_mnist
+        from .datasets import find_fashion_mnist
         found = find_fashion_mnist(args.data_dir)
         if found is not None and not _inside(found, args.data_dir):
             raise ConfigError(f"--data-dir {args.data_dir} does not hold Fashion-MNIST; the system's copy is in "
@@ -176,7 +177,7 @@ def _inside(path, directory: str) -> bool:
 
 def data_source(args: argparse.Namespace) -> str:
     """Where the training images come from, for the log ("read from ..." naming the directory or files)."""
-    from . import data
+    from . import datasets as data
     if args.dataset == "synthetic":
         return f"synthetic images (seed {args.seed})"
     if args.dataset == "fashion_mnist":

@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import train  # noqa: E402
 from framework.checkpoint import rng_state, save_checkpoint  # noqa: E402
 from framework.config import parse_args  # noqa: E402
-from framework.data import DATASET_META  # noqa: E402
+from framework.datasets import DATASETS  # noqa: E402
 from framework.models import create_model  # noqa: E402
 from framework.optim import create_optimizer, create_schedule, resolve_optimizer_defaults  # noqa: E402
 
@@ -53,7 +53,9 @@ def main(argv=None) -> int:
     if not args.sched.startswith("autowu"):
         args.sched = "autowu-cos"
     resolve_optimizer_defaults(args)
-    classes, chans, size = DATASET_META.get(args.dataset, (args.num_classes, args.in_chans, args.img_size))
+    info = DATASETS.get(args.dataset)
+    classes, chans, size = ((info.num_classes, info.in_chans, info.img_size) if info is not None
+                            else (args.num_classes, args.in_chans, args.img_size))
     model = create_model(args, args.num_classes or classes, args.in_chans or chans, args.img_size or size)
     optimizer = create_optimizer(args, model)
     steps = TRAIN_SIZES.get(args.dataset, args.synthetic_train_size) // args.batch_size
