@@ -43,7 +43,7 @@ class CheckpointError(ValueError):
 
 
 # what a checkpoint of train.py holds (a file without one of these cannot resume a run)
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "batch_index", "config", "loop")
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "config")  # in every train.py checkpoint, old and new
 
 
 def rng_state() -> dict:

@@ -24,6 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import autowu  # noqa: E402
 import train  # noqa: E402
 from framework.checkpoint import rng_state, save_checkpoint  # noqa: E402
 from framework.config import parse_args  # noqa: E402
@@ -31,7 +32,6 @@ from framework.datasets import DATASETS  # noqa: E402
 from framework.models import create_model  # noqa: E402
 from framework.optim import create_optimizer, create_schedule, resolve_optimizer_defaults  # noqa: E402
 
-TRAIN_SIZES = {"imagenet": 1_281_167, "cifar10": 50_000, "cifar100": 50_000, "fashion_mnist": 60_000}
 
 
 def tensor_bytes(obj) -> int:
@@ -58,12 +58,11 @@ def main(argv=None) -> int:
                             else (args.num_classes, args.in_chans, args.img_size))
     model = create_model(args, args.num_classes or classes, args.in_chans or chans, args.img_size or size)
     optimizer = create_optimizer(args, model)
-    steps = TRAIN_SIZES.get(args.dataset, args.synthetic_train_size) // args.batch_size
+    steps = (DATASETS[args.dataset].train_size if args.dataset in DATASETS else args.synthetic_train_size) // args.batch_size
     scheduler = create_schedule(args, optimizer, model, steps)
     run_dir = ours.dir or tempfile.mkdtemp(prefix="bench-ckpt-")
     os.makedirs(run_dir, exist_ok=True)
-    if hasattr(scheduler, "keep_snapshots_in"):  # as train.py does
-        scheduler.keep_snapshots_in(os.path.join(run_dir, "rollback"))
+    autowu.schedule_entry(args.sched).attach_run_dir(scheduler, run_dir)  # as train.py does
     model.train()
     model(torch.randn(2, args.in_chans or chans, 64, 64)).logsumexp(-1).mean().backward()
     optimizer.step()  # the optimizer's state (Adam moments) exists from the first step on
@@ -78,9 +77,10 @@ def main(argv=None) -> int:
     times = []
     for _ in range(ours.repeats):
         t0 = time.perf_counter()
-        save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, epoch=epochs,
-                        step=epochs * steps, batch_index=0, config=train.config_dict(args),
-                        rng_per_rank=[rng_state()], extra={"loop": {}})
+        save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
+                        position={"epoch": epochs, "step": epochs * steps, "sample": 0}, split={},
+                        steps_per_epoch=steps, config=train.config_dict(args), rng_per_rank=[rng_state()],
+                        extra={"stats": {}, "record": {}})
         times.append(time.perf_counter() - t0)
     size = os.path.getsize(path)
     held = tensor_bytes(list(getattr(scheduler, "snapshots", [])))

@@ -135,7 +135,7 @@ def test_data_dir_that_does_not_exist_is_no_silent_fallback(tmp_path, capsys):
 
 def test_data_dir_without_the_data_names_where_it_is(tmp_path, capsys):
     """An existing --data-dir without Fashion-MNIST: the system's copy is not taken silently in its place."""
-    from framework.data import find_fashion_mnist
+    from framework.datasets import find_fashion_mnist
     empty, run = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()
     line = refused(capsys, ["--dataset", "fashion_mnist", "--data-dir", str(empty), "--workers", "0", "--device",
@@ -366,7 +366,7 @@ def test_sigint_saves_mid_epoch_and_exits_130(tmp_path):
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "saving at the next optimizer step" in out
     ckpt = load_checkpoint(str(run / "last.pt"))
-    assert ckpt["step"] >= 2 and (ckpt["batch_index"] > 0 or ckpt["epoch"] > 0)
+    assert ckpt["step"] >= 2 and (ckpt["position"]["sample"] > 0 or ckpt["epoch"] > 0)  # mid-epoch: samples in
     assert read_jsonl(run / "events.jsonl")[-1]["type"] == "preempted"
     assert not (run / ".lock").exists()
 

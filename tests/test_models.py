@@ -74,7 +74,7 @@ def test_bad_requests_are_clear_errors():
 
 
 def test_fmnist_resnet_learns_synthetic_data():
-    from framework.data import SyntheticImages
+    from framework.datasets import SyntheticImages
     torch.manual_seed(0)
     x, y = SyntheticImages(128, 10, 1, 28, seed=0).tensors()
     x = (x.float() / 255 - 0.5) / 0.25
