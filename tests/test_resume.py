@@ -120,7 +120,7 @@ def test_sigterm_during_validation_saves_within_a_batch_and_validates_after_the_
     assert [(e["step"], e["batch_index"]) for e in saved] == [(STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)]
     assert read_jsonl(run / "epochs.jsonl") == []
     out = finish(start())
-    assert "micro-batch 128" in out
+    assert f"step {STEPS_PER_EPOCH}, sample {16 * STEPS_PER_EPOCH}" in out  # resumed at the end of epoch 0
     epochs = read_jsonl(run / "epochs.jsonl")
     assert [e["epoch"] for e in epochs] == [0, 1] and all(e["val_loss"] is not None for e in epochs)
     a, b = read_steps(run), read_steps(reference)
