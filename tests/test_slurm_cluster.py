@@ -300,9 +300,9 @@ def test_stopped_job_saves_mid_epoch_requeues_and_ends_identical(jobs, script, s
     # every stop saved mid-epoch (epoch k) and exited; the resumed job went on from that micro-batch
     saved = [e for e in read_jsonl(job.run / "events.jsonl") if e.get("type") == "preempted"]
     log = (job.run / "train.log").read_text()
-    resumed = [int(m) for m in re.findall(r"resumed from \S+: epoch \d+, step \d+, micro-batch (\d+)", log)]
+    resumed = [int(m) for m in re.findall(r"resumed from \S+: epoch \d+, step \d+, sample (\d+)", log)]
     assert len(saved) == len(resumed) == len(stops), log
-    assert saved[k]["epoch"] == k and saved[k]["batch_index"] == resumed[k], (saved, resumed)
+    assert saved[k]["epoch"] == k and saved[k]["sample"] == resumed[k], (saved, resumed)
     assert STOP_AT_ROW + k * STEPS_PER_EPOCH <= saved[k]["step"] < (k + 1) * STEPS_PER_EPOCH, saved
     assert job.strays == [], f"processes left running after the job was requeued: {job.strays}"
     assert (job.run / "steps.csv").read_bytes() == (ref.run / "steps.csv").read_bytes()
