@@ -206,6 +206,9 @@ class Heartbeat:
         if self._stop.is_set():
             return
         self._stop.set()
+        # Wait for the thread: a daemon thread still inside a store call when the interpreter exits is killed
+        # mid-C++ and aborts the process ("terminate called without an active exception", exit -6).
+        self._thread.join(timeout=self.interval + 5.0 if finished else 1.0)
         if not finished:  # after a failure the store may be frozen: do not wait on it
             return
         try:
