@@ -390,15 +390,18 @@ def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[s
 
 
 # Flags that change how fast a run goes or where it reads and writes, never its result: a finished run that differs
-# from the table only in these is not stale (they may also be given after `--`).
-NOT_IDENTITY = {"micro_batch", "workers", "data_dir", "pin_mem", "gpu_data", "val_batch_size", "log_interval",
-                "checkpoint_interval", "device", "output", "resume", "config", "local_rank"}
+# from the table only in these is not stale (they may also be given after `--`). The settings a resume may change
+# (framework.runspec.RESUME_MAY_CHANGE), plus the device and the input pipeline's place, which a table leaves to the
+# machine that runs it, and the flags that are not part of a run's config.
+NOT_IDENTITY_EXTRA = {"gpu_data", "device", "config", "local_rank", "dist_timeout"}
 
 
 def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
     """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one.
     Records in ``run.expected`` the values the run's command line fixes (for ``Run.stale``)."""
     from framework.config import ConfigError, parse_args  # noqa: E402  (get_train_parser put ROOT on sys.path)
+    from framework.runspec import RESUME_MAY_CHANGE  # noqa: E402
+    not_identity = RESUME_MAY_CHANGE | NOT_IDENTITY_EXTRA
     for run in runs:
         argv = train_argv(run, parser)
         cwd = os.getcwd()
@@ -412,7 +415,7 @@ def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
         finally:
             os.chdir(cwd)
         # every setting the base config and the table fix (train.py fills the unset ones, None here, itself)
-        run.expected = {k: v for k, v in vars(ns).items() if k not in NOT_IDENTITY and v is not None}
+        run.expected = {k: v for k, v in vars(ns).items() if k not in not_identity and v is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------------
