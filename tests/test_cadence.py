@@ -70,6 +70,10 @@ def test_max_overshoot_picks_the_largest_cadence_within_the_bound():
     # never coarser than the paper: 200 epochs of 100 steps allow k = 117 for 1.5, the epoch (100 steps) is kept
     assert AutoWU(make_opt(), 100, 200, max_overshoot=1.5).test_every == 100
     assert AutoWU(make_opt(), 16, 32, max_overshoot=3.0).test_every == 8  # the recommended setting at 1K
+    # the paper-regime table (results/paper_regime.md: 200 epochs, 234 / 58 / 7 / 3 steps per epoch at 256 / 1K / 8K
+    # / 16K): gamma^(3 epochs) = 1e5^(3/100) = 1.41 < 3, so the recommended setting is the paper's epoch cadence there
+    for spe in (234, 58, 7, 3):
+        assert AutoWU(make_opt(), spe, 200, max_overshoot=3.0).test_every == spe
     # 1K in the 32-epoch Fashion-MNIST table: gamma = 1e5^(1/256), 1.5 allows k = 3 (gamma^9 = 1.4986)
     s = AutoWU(make_opt(), 16, 32, max_overshoot=1.5)
     assert s.test_every == 3
