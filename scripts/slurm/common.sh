@@ -77,7 +77,7 @@ AUTOWU_MIN_TIME_MINUTES=10
 # autowu_check_time_limit: one warning line when the job's time limit is under AUTOWU_MIN_TIME_MINUTES.
 autowu_check_time_limit() {
     local limit minutes
-    limit=$(squeue -h -j "${SLURM_JOB_ID:-}" -o %l 2>/dev/null | head -n1) || return 0
+    limit=$(squeue -h -j "${SLURM_JOB_ID:-}" -o %l 2>/dev/null | sed -n 1p) || return 0
     minutes=$(awk -v t="$limit" 'BEGIN {
         if (t !~ /^[0-9:-]+$/) { print -1; exit }
         d = 0; if (index(t, "-")) { split(t, a, "-"); d = a[1]; t = a[2] }
