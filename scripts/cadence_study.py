@@ -37,6 +37,7 @@ import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -389,10 +390,15 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
             w.writerow(("step", "lr", "loss"))
             for r in rows:
                 w.writerow((r["step"], f"{float(r['lr']):.6g}", f"{float(r['loss']):.5g}"))
-        meta = {"finished": os.path.isfile(os.path.join(rundir, "results.json")), "batch_size": args["batch_size"], "opt": args["opt"], "model": args["model"],
-                "dataset": args["dataset"], "train_subset": args["train_subset"], "seed": args["seed"],
-                "steps_per_epoch": spe, "warmup_steps": warmup, "recorded_steps": len(rows),
-                "command": "python train.py " + " ".join(json.load(open(os.path.join(rundir, "env.json")))["argv"][1:])}
+        # the run's full settings beside the curve: its command stays reproducible even when the recording was
+        # resumed (env.json then holds the resume's command line, not the settings)
+        shutil.copyfile(os.path.join(rundir, "args.yaml"), os.path.join(out_dir, f"{name}.args.yaml"))
+        rel = os.path.relpath(os.path.join(out_dir, f"{name}.args.yaml"), ROOT)
+        meta = {"finished": os.path.isfile(os.path.join(rundir, "results.json")), "batch_size": args["batch_size"],
+                "opt": args["opt"], "model": args["model"], "dataset": args["dataset"],
+                "train_subset": args["train_subset"], "seed": args["seed"], "steps_per_epoch": spe,
+                "warmup_steps": warmup, "recorded_steps": len(rows),
+                "command": f"python train.py --config {rel} --output runs/cadence_record/{name}"}
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(meta, f, indent=1)
         print(f"{name}: {len(rows)} of {warmup} warmup steps, {spe} steps/epoch, finished: {meta['finished']}")

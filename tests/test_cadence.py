@@ -177,3 +177,37 @@ def test_cadence_study_reads_every_patience_off_one_pass_sequence(monkeypatch):
         assert study.switch_for(seq, patience) == direct
         switches.add(direct["step"])
     assert len(switches) > 1  # the patience really changes where it switches
+
+
+def test_imported_recording_keeps_its_settings_and_only_the_warmup(monkeypatch, tmp_path):
+    """A recorded warmup enters the study with the run's full settings beside it (a resumed recording's env.json
+    holds only the resume's command line) and only its warmup steps; a curve shorter than two epochs is skipped."""
+    import importlib.util
+    import json
+    import sys
+
+    import yaml
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("cadence_study", ROOT / "scripts" / "cadence_study.py")
+    study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "cadence_study", study)
+    spec.loader.exec_module(study)
+    settings = {"batch-size": 128, "train-subset": 2048, "epochs": 9, "autowu-rho-w": 0.888899, "opt": "lamb",
+                "model": "fmnist_cnn", "dataset": "fashion_mnist", "seed": 0}
+    for name, steps in (("rec", 144), ("short", 20)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "args.yaml").write_text(yaml.safe_dump(settings))
+        (run / "env.json").write_text(json.dumps({"argv": ["train.py", "--config", "args.yaml"]}))
+        (run / "steps.csv").write_text("step,lr,loss\n" + "".join(f"{t},{1e-5 * 1.09 ** t},{2.3 - t / 100}\n"
+                                                                   for t in range(steps)))
+    (tmp_path / "runs" / "rec" / "results.json").write_text("{}")
+    out = tmp_path / "warmups"
+    study.import_recorded(str(tmp_path / "runs"), str(out))
+    meta = json.loads((out / "rec.json").read_text())
+    assert meta["finished"] and meta["steps_per_epoch"] == 16 and meta["warmup_steps"] == 128
+    assert meta["recorded_steps"] == 128 and len((out / "rec.csv").read_text().splitlines()) == 129
+    assert yaml.safe_load((out / "rec.args.yaml").read_text()) == settings
+    assert meta["command"].startswith("python train.py --config ") and meta["command"].split()[3].endswith(
+        "rec.args.yaml")
+    assert not (out / "short.csv").exists()
