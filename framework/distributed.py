@@ -151,9 +151,9 @@ class Heartbeat:
         from torch.distributed import distributed_c10d
         self.info, self.interval, self.on_silent = info, max(0.2, float(interval)), on_silent
         self.store = distributed_c10d._get_default_store()
-        self.watched = list(range(info.world_size)) if info.is_main else [0]
+        watched = range(info.world_size) if info.is_main else [0]  # rank 0 watches all; the others watch rank 0
         now = time.monotonic()
-        self.seen: dict[int, tuple[int, float]] = {r: (-1, now) for r in self.watched if r != info.rank}
+        self.seen: dict[int, tuple[int, float]] = {r: (-1, now) for r in watched if r != info.rank}
         self.reported: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="autowu-heartbeat", daemon=True)
