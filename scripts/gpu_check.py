@@ -552,7 +552,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="drop the earlier results of checks not run now (default: the report keeps them)")
     p.add_argument("--data-dir", default="data", help="train.py --data-dir for check 6 (Fashion-MNIST)")
-    p.add_argument("--table", default="paper_regime", help="check 6: the table whose missing cells to run")
+    p.add_argument("--table", default="paper_regime_grid",
+                   help="check 6: the table whose missing cells to run (paper_regime is complete)")
     p.add_argument("--runs-dir", default="runs", help="check 6: sweep.py --runs-dir")
     p.add_argument("--jobs", type=int, default=8, help="check 6: runs at once on the GPU")
     p.add_argument("--sweep-extra", default="--device {device} --gpu-data --data-dir {data_dir}",
