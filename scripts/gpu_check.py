@@ -25,8 +25,8 @@ the whole run stops starting checks when ``--budget`` is spent):
    images held on the GPU, the paper's augmentation: crop, flip, AutoAugment, Cutout). Target: <= 1 s.
 5. ``compile``: ResNet-50 (as check 1) with and without ``torch.compile``: the compile time (first step) and the
    steady-state ratio, alternating windows.
-6. ``sweep``: with the time left, the missing cells of a table (default the paper-regime Fashion-MNIST table,
-   ``--table``) through ``scripts/sweep.py --local`` with many runs sharing the GPU; the runs still going at the
+6. ``sweep``: with the time left, the missing cells of a table (default the paper-regime Figure 5 grid,
+   ``paper_regime_grid``; ``--table``) through ``scripts/sweep.py --local`` with many runs sharing the GPU; the runs still going at the
    deadline get SIGTERM, save ``last.pt`` and continue on the next sweep. Their folders are packed into
    ``runs/gpu_check/<table>_runs.tar.gz`` (and, where sweep.py has ``--export``, the compact records for
    ``results/runs/`` into ``runs/gpu_check/<table>_records.tar.gz``) to bring home.
