@@ -41,7 +41,7 @@ from framework.models import build_model
 from framework.optim import (OPT_DEFAULTS, check_schedule, create_optimizer, create_schedule, parameters_finite,
                              resolve_optimizer_defaults)
 from framework.rundir import lock_run_dir
-from framework.runspec import Position, check_resume
+from framework.runspec import Position, check_resume, thread_change
 from framework.validate import check_args, data_source
 
 NOT_CONFIG = ("config", "local_rank", "dist_timeout")  # parsed flags that are not part of a run's config
@@ -211,7 +211,8 @@ def environment(info: DistInfo, split: BatchSplit) -> dict:
     cuda = info.device.type == "cuda"
     return {"git_commit": commit, "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
             "device": torch.cuda.get_device_name(info.device) if cuda else platform.processor() or "cpu",
-            "host": platform.node(), "python": platform.python_version(), "world_size": info.world_size,
+            "host": platform.node(), "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+            "world_size": info.world_size,
             "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(), "argv": sys.argv}
 
 
@@ -353,6 +354,8 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
     if out.ckpt is not None:
         out.position, out.note = check_resume(out.ckpt, config_dict(args), data.split, data.steps_per_epoch,
                                               out.ckpt_file)
+        threads = thread_change(out.ckpt, torch.get_num_threads(), info.device.type)
+        out.warnings += [threads] if threads else []
     return out
 
 

@@ -89,7 +89,9 @@ def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optim
         "scaler": scaler.state_dict() if scaler is not None else None,
         "position": dict(position), "split": dict(split), "steps_per_epoch": steps_per_epoch,
         "epoch": position["epoch"], "step": position["step"],  # also at the top level, for readers of old files
-        "rng_per_rank": rng_per_rank, "config": config, **(extra or {}),
+        "rng_per_rank": rng_per_rank, "config": config,
+        "cpu_threads": torch.get_num_threads(),  # on the CPU the rounding depends on it (runspec.thread_change)
+        **(extra or {}),
     }
     write_checkpoint_file(path, state)
 

@@ -10,6 +10,10 @@ The split of the global batch (micro-batch, processes, accumulation) may change:
 in optimizer steps and samples (:class:`Position`), and step ``s`` of an epoch is the same samples ``s*B .. (s+1)*B-1``
 of the epoch's shuffle under any split (framework/loaders.py deals them round-robin), so the run continues at the
 same step and sample. A position that does not fall on a whole step of the current split is refused.
+
+The number of CPU threads may change too, but on the CPU it changes the rounding: the kernels split their sums by
+thread, so the same step with 1 and with 2 threads differs in the loss by ~1e-6 (measured: the paper-regime MLP in
+bf16 on this project's Xeon, from the first step on), and AutoWU's test, fed those losses, can decide steps apart. :func:`thread_change` says so when it happens.
 """
 from __future__ import annotations
 
@@ -91,3 +95,16 @@ def _norm(value: Any) -> Any:
 
 def _text(value: Any) -> str:
     return "unset" if value is None else str(_norm(value))
+
+
+def thread_change(ckpt: dict, threads: int, device_type: str) -> Optional[str]:
+    """A warning when a CPU run resumes with another number of torch threads than the checkpoint was saved with
+    (``cpu_threads``; older checkpoints lack it): the continuation is then not bit-identical to an uninterrupted run.
+    On a GPU the CPU threads do not touch the model's arithmetic."""
+    saved = ckpt.get("cpu_threads")
+    if device_type != "cpu" or saved is None or saved == threads:
+        return None
+    return (f"resuming with {threads} CPU thread(s), the checkpoint was saved with {saved}: the continuation differs "
+            f"from an uninterrupted run by float rounding (the kernels split their sums by thread; ~1e-6 in the loss "
+            f"at first, and AutoWU may switch a few steps apart). For a bit-identical continuation set "
+            f"OMP_NUM_THREADS={saved}")

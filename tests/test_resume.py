@@ -163,3 +163,23 @@ def test_mid_epoch_resume_under_another_micro_batch_split_continues_exactly(tmp_
     assert a[k]["lr"] == b[k]["lr"] and a[k]["loss"] == pytest.approx(b[k]["loss"], rel=0.05)
     assert json.loads((run / "results.json").read_text())["split"] == {"batch_size": 16, "micro_batch": 16,
                                                                        "world_size": 1, "accum_steps": 1}
+
+
+def test_resume_with_another_cpu_thread_count_warns_that_it_is_not_bit_identical(tmp_path):
+    """A checkpoint and env.json record the torch thread count; a CPU run resumed under another count says that its
+    continuation differs by rounding (it does: the kernels split their sums by thread) and how to avoid it."""
+    from conftest import TINY, run_inprocess
+    run, threads = tmp_path / "run", torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+        assert torch.load(run / "last.pt", map_location="cpu", weights_only=False)["cpu_threads"] == 1
+        assert json.loads((run / "env.json").read_text())["cpu_threads"] == 1
+        assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0  # same count: no warning
+        assert "CPU thread" not in (run / "train.log").read_text()
+        torch.set_num_threads(2)
+        assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    log = (run / "train.log").read_text()
+    assert "resuming with 2 CPU thread(s), the checkpoint was saved with 1" in log and "OMP_NUM_THREADS=1" in log
