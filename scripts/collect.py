@@ -32,7 +32,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import (ROOT, ResultsError, Run, Table, TableError, expand, load_table,  # noqa: E402
+from sweep import (ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table,  # noqa: E402
                    steps_per_epoch)
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
@@ -276,14 +276,27 @@ def paper_beside(table: Table, block: Any, means: dict[tuple[str, str], float]) 
     return out + ["", f"(The {base} row shows the top-1 itself: ours · the paper's.)", ""]
 
 
+def grid_axes(block: Block) -> Optional[tuple[list, list]]:
+    """``(peak LRs of the columns, warmup epochs of the rows)`` of a Figure 5 style grid block (every column sets
+    ``lr``, every row ``warmup-epochs``); None for any other block."""
+    lrs = [c.overrides.get("lr") for c in block.columns]
+    warm = [o.get("warmup-epochs") for o in block.rows.values()]
+    return (lrs, warm) if all(is_number(v) for v in lrs + warm) else None
+
+
 def figure_links(table: Table) -> list[str]:
     """Markdown links to the figures scripts/plot.py wrote for this table (results/figures/<table>[_<block>].png)."""
     links = []
     for block in table.blocks:
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         if os.path.isfile(os.path.join(ROOT, "results", "figures", name)):
-            links.append(f"![{table.title}{' — ' + block.label if block.name else ''}: LR, training loss (and top-1) "
-                         f"per {block.column_header.lower()}; `python scripts/plot.py {table.name}`](figures/{name})")
+            title = f"{table.title}{' — ' + block.label if block.name else ''}"
+            if grid_axes(block) is None:
+                what = f"LR, training loss (and top-1) per {block.column_header.lower()}"
+            else:
+                marked = f", {block.figure_mark}'s AutoWU runs at their (η_t*, switch epoch)" if block.figure_mark else ""
+                what = f"{table.metric} per (peak LR, warmup epochs){marked}"
+            links.append(f"![{title}: {what}; `python scripts/plot.py {table.name}`](figures/{name})")
     return links + [""] if links else []
 
 

@@ -5,7 +5,7 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py fashion_mnist --val          # results/figures/fashion_mnist.png with a top-1 row
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
     python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
-    python scripts/plot.py paper_regime_grid --runs-dir results/runs --mark paper_regime   # Figure 5: grid + AutoWU
+    python scripts/plot.py paper_regime_grid --runs-dir results/runs   # Figure 5: grid + AutoWU (the table's figure: mark)
 
 With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
 the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
@@ -249,12 +249,12 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from collect import decay_start, is_number, read_result
+    from collect import decay_start, grid_axes, is_number, read_result
 
-    lrs = [c.overrides.get("lr") for c in block.columns]
-    warm = [o.get("warmup-epochs") for o in block.rows.values()]
-    if not all(isinstance(v, (int, float)) for v in lrs + warm):
+    axes = grid_axes(block)
+    if axes is None:
         return None
+    lrs, warm = axes
     values = np.full((len(warm), len(lrs)), np.nan)
     counts = np.zeros_like(values, dtype=int)
     for i, row in enumerate(block.rows):
@@ -324,7 +324,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out-dir", default=os.path.join(ROOT, "results", "figures"))
     p.add_argument("--mark", metavar="TABLE",
                    help="grid tables (columns set lr, rows warmup-epochs): mark the AutoWU runs of TABLE at the grid's "
-                        "batch size at their (η_t*, switch epoch), as the paper's Figure 5 does")
+                        "batch size at their (η_t*, switch epoch), as the paper's Figure 5 does (default: the "
+                        "table's figure: {mark: TABLE})")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -344,9 +345,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         out = os.path.join(args.out_dir, name)
         marks: list[tuple[str, Run]] = []
-        if args.mark:
+        mark = args.mark or block.figure_mark
+        if mark:
             try:
-                other = load_table(args.mark)
+                other = load_table(mark)
             except TableError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2

@@ -33,7 +33,9 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     rows: {baseline: {sched: baseline}, autowu-cos: {sched: autowu-cos}}
     overrides: {epochs: 10}                  # flags for every run of the table (or block)
     cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
-    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default
+    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default; a grid table (columns set lr,
+                                             # rows warmup-epochs) takes {mark: TABLE}: TABLE's AutoWU runs are
+                                             # marked on its figure (plot.py --mark's default)
     paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
@@ -125,6 +127,7 @@ class Block:
     overrides: dict
     cells: dict[str, dict]
     figure_rows: list[str]
+    figure_mark: Optional[str] = None  # a grid's figure marks this table's AutoWU runs (plot.py --mark)
 
 
 @dataclass
@@ -269,14 +272,23 @@ def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
             raise TableError(f"{where}: cell {key!r} must be 'row/column' with a row in {list(rows)} and a column "
                              f"in {[c.key for c in columns]}")
         cells[str(key)] = _mapping(o, f"cell {key!r}", where)
-    figure_rows = (merged.get("figure") or {}).get("rows", list(rows))
+    figure = merged.get("figure") or {}
+    if not isinstance(figure, dict):
+        raise TableError(f"{where}: figure must be a mapping {{rows: [row, ...], mark: TABLE}}, got {figure!r}")
+    unknown = set(figure) - {"rows", "mark"}
+    if unknown:
+        raise TableError(f"{where}: figure takes rows and mark; unknown {sorted(unknown)}")
+    figure_rows = figure.get("rows", list(rows))
     for r in figure_rows:
         if r not in rows:
             raise TableError(f"{where}: figure row {r!r} is not one of the rows {list(rows)}")
+    mark = figure.get("mark")
+    if mark is not None and not os.path.isfile(os.path.join(TABLES_DIR, f"{mark}.yaml")):
+        raise TableError(f"{where}: figure mark {mark!r} is not a table in configs/tables/")
     return Block(name=name, label=str(merged.get("label", name)), base=base, seeds=seeds, columns=columns,
                  column_header=str(merged.get("column-header", "Batch size")), rows=rows,
                  overrides=_mapping(merged.get("overrides"), "overrides", where), cells=cells,
-                 figure_rows=list(figure_rows))
+                 figure_rows=list(figure_rows), figure_mark=None if mark is None else str(mark))
 
 
 def load_table(name_or_path: str) -> Table:

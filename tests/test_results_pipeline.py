@@ -291,8 +291,12 @@ def test_grid_heatmap_marks_autowu_between_the_grid_values(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"title: g\nbase: {BASE}\noverrides: {{batch-size: 4096}}\ncolumn-header: peak LR\n"
                     "columns: {lr0.002: {lr: 0.002}, lr0.004: {lr: 0.004}, lr0.008: {lr: 0.008}}\n"
-                    "rows: {wu8: {warmup-epochs: 8}, wu33: {warmup-epochs: 33}}\n")
+                    "rows: {wu8: {warmup-epochs: 8}, wu33: {warmup-epochs: 33}}\nfigure: {mark: paper_regime}\n")
     table = sweep.load_table(str(grid))
+    # a grid: columns set lr, rows warmup-epochs; its figure marks paper_regime's AutoWU runs (plot.py's default)
+    assert collect.grid_axes(table.blocks[0]) == ([0.002, 0.004, 0.008], [8, 33])
+    assert table.blocks[0].figure_mark == "paper_regime"
+    assert collect.grid_axes(sweep.load_table("paper_regime").blocks[0]) is None
     runs = tmp_path / "runs"
     write_run(runs / "grid" / "wu8_lr0.004_s0", 88.0)
     write_run(runs / "grid" / "wu33_lr0.008_s0", 89.5)

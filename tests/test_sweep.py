@@ -92,6 +92,8 @@ def test_overrides_merge_base_column_row_cell(tmp_path, parser):
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\ncells: {{c/256: {{}}}}\n", "cell 'c/256'"),
     (f"title: t\nbase: {BASE}\ncolumns: []\nrows: {{a: {{}}}}\n", "columns must be"),
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nseeds: 3\n", "seeds must be"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nfigure: {{mark: nope}}\n", "figure mark 'nope'"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nfigure: {{colour: red}}\n", "figure takes rows"),
 ])
 def test_bad_table_is_refused_with_the_reason(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
