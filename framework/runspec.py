@@ -13,7 +13,8 @@ same step and sample. A position that does not fall on a whole step of the curre
 
 The number of CPU threads may change too, but on the CPU it changes the rounding: the kernels split their sums by
 thread, so the same step with 1 and with 2 threads differs in the loss by ~1e-6 (measured: the paper-regime MLP in
-bf16 on this project's Xeon, from the first step on), and AutoWU's test, fed those losses, can decide steps apart. :func:`thread_change` says so when it happens.
+bf16 on this project's Xeon, from the first step on), and AutoWU's test, fed those losses, can decide steps apart.
+:func:`thread_change` says so when it happens.
 """
 from __future__ import annotations
 

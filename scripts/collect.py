@@ -294,8 +294,9 @@ def figure_links(table: Table) -> list[str]:
             if grid_axes(block) is None:
                 what = f"LR, training loss (and top-1) per {block.column_header.lower()}"
             else:
-                marked = f", {block.figure_mark}'s AutoWU runs at their (η_t*, switch epoch)" if block.figure_mark else ""
-                what = f"{table.metric} per (peak LR, warmup epochs){marked}"
+                what = f"{table.metric} per (peak LR, warmup epochs)"
+                if block.figure_mark:
+                    what += f", {block.figure_mark}'s AutoWU runs at their (η_t*, switch epoch)"
             links.append(f"![{title}: {what}; `python scripts/plot.py {table.name}`](figures/{name})")
     return links + [""] if links else []
 

@@ -5,7 +5,7 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py fashion_mnist --val          # results/figures/fashion_mnist.png with a top-1 row
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
     python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
-    python scripts/plot.py paper_regime_grid --runs-dir results/runs   # Figure 5: grid + AutoWU (the table's figure: mark)
+    python scripts/plot.py paper_regime_grid --runs-dir results/runs   # Figure 5: the grid, AutoWU marked on it
 
 With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
 the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
