@@ -277,7 +277,10 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     ax.set_xlabel("peak LR η_peak")
     ax.set_ylabel("warmup epochs n_warmup")
     fig.colorbar(im, ax=ax, label=f"{table.metric}")
+    shapes = {}  # one marker per row of the marked table, smaller for later rows: runs that share their
+    # (η_t*, switch epoch), e.g. AutoWU + cos and + const-cos of one seed, stay visible one inside the other
     for k, (label, run) in enumerate(marks):
+        shape = shapes.setdefault(run.row, len(shapes))
         result = read_result(run)
         start = decay_start(run, result) if result else None
         if not start:
@@ -288,7 +291,7 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
             x = (np.log(start[0] / lrs[0]) / step) if start[0] < lrs[0] else len(lrs) - 1 + np.log(start[0] / lrs[-1]) / step
         y = float(np.interp(start[1], warm, range(len(warm))))
         top1 = result.get(table.metric)
-        ax.plot([x], [y], marker="*", ms=13, color=f"C{k + 1}", mec="k",
+        ax.plot([x], [y], marker="*PXD"[shape % 4], ms=14 if shape == 0 else 7, color=f"C{k + 1}", mec="k",
                 label=f"{label}: η_t* {start[0]:.3g}, switch ep {start[1]:.0f}"
                       + (f", {top1:.2f}" if is_number(top1) else ""))
     if marks:

@@ -303,8 +303,13 @@ def test_grid_heatmap_marks_autowu_between_the_grid_values(tmp_path):
     auto = runs / "tbl" / "autowu-cos_b4096_s0"
     write_run(auto, 89.0, switch_step=900)   # eta_t* = 1e-5 * 1e5^0.88 = 0.0251, switch after 900 / 50 = 18 epochs
     mark = sweep.Run("tbl", "", "autowu-cos", "4096", 0, BASE, {"batch-size": 4096}, str(auto))
-    fig = plot.draw_grid(table, table.blocks[0], sweep.expand(table, str(runs)), [("autowu-cos s0", mark)])
+    twin = sweep.Run("tbl", "", "autowu-const-cos", "4096", 0, BASE, {"batch-size": 4096}, str(auto))  # same point
+    fig = plot.draw_grid(table, table.blocks[0], sweep.expand(table, str(runs)),
+                         [("autowu-cos s0", mark), ("autowu-const-cos s0", twin)])
     ax = fig.axes[0]
+    # another row gets another, smaller marker: a run at the same point stays visible inside the first
+    star, plus = (next(l for l in ax.get_lines() if l.get_marker() == m) for m in ("*", "P"))
+    assert plus.get_markersize() < star.get_markersize() and plus.get_xydata().tolist() == star.get_xydata().tolist()
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == ["88.00", "89.50", "–", "–", "–", "–"]
     star = next(l for l in ax.get_lines() if l.get_marker() == "*")
