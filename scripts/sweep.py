@@ -283,8 +283,11 @@ def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
         if r not in rows:
             raise TableError(f"{where}: figure row {r!r} is not one of the rows {list(rows)}")
     mark = figure.get("mark")
-    if mark is not None and not os.path.isfile(os.path.join(TABLES_DIR, f"{mark}.yaml")):
-        raise TableError(f"{where}: figure mark {mark!r} is not a table in configs/tables/")
+    if mark is not None:
+        try:
+            table_path(str(mark))  # a name or a path, as plot.py --mark takes it
+        except TableError as e:
+            raise TableError(f"{where}: figure mark {mark!r}: {e}") from None
     return Block(name=name, label=str(merged.get("label", name)), base=base, seeds=seeds, columns=columns,
                  column_header=str(merged.get("column-header", "Batch size")), rows=rows,
                  overrides=_mapping(merged.get("overrides"), "overrides", where), cells=cells,
