@@ -312,7 +312,6 @@ def test_grid_heatmap_marks_autowu_between_the_grid_values(tmp_path):
     assert plus.get_markersize() < star.get_markersize() and plus.get_xydata().tolist() == star.get_xydata().tolist()
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == ["88.00", "89.50", "–", "–", "–", "–"]
-    star = next(l for l in ax.get_lines() if l.get_marker() == "*")
     eta = 1e-5 * 1e5 ** 0.88
     assert star.get_xdata()[0] == pytest.approx(2 + math.log(eta / 0.008) / math.log(2))   # beyond 0.008, log scale
     assert star.get_ydata()[0] == pytest.approx((18 - 8) / 25)                            # between 8 and 33 epochs

@@ -10,7 +10,7 @@ mid-epoch and requeue, each start resume from there, and the run end with a step
 reference's, leaving no process behind. To land mid-epoch however slowly SLURM answers on a busy machine, the
 training is paused (SIGSTOP) at step 20 of the epoch until the stop has reached the job, then let go. The requeue
 delay SLURM puts on a requeued job (Reason=BeginTime) is cut to two seconds with ``scontrol update starttime=now+2``
-(a start in the same second as the old instance's end can fail: see ``_drive``). The six
+(a start right after the requeue can fail on the node: see ``_drive``). The six
 jobs share the cluster (two 16-CPU nodes; the scripts ask for 8 per node) and are driven together. Last: a
 ``sweep.py --slurm --submit`` array job on the cluster.
 """
