@@ -90,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=4, help="data-loading processes per rank")
     g.add_argument("--pin-mem", action=flag, default=True, help="pinned host memory for GPU copies")
     g.add_argument("--gpu-data", action=flag, default=False, help="hold small datasets on the device")
+    g.add_argument("--pipeline", default="auto", choices=["auto", "batched", "workers"],
+                   help="input pipeline: batched (whole micro-batches, AutoAugment drawn per group of 8 images), "
+                   "workers (per sample, DataLoader processes); auto: batched where the augmentation allows")
     g.add_argument("--auto-augment", action=flag, default=False, help="AutoAugment (CIFAR policy on CIFAR; "
                    "RandAugment, the DeiT recipe, on ImageNet)")
     g.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (0 = off)")
@@ -202,6 +205,19 @@ def prepare_args(args: argparse.Namespace, info: DistInfo) -> None:
         raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm is CUDA-only); use --no-sync-bn on CPU")
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ``platform.processor()``: a table cell names its
+    hardware from it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(info: DistInfo, split: BatchSplit) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -211,8 +227,8 @@ def environment(info: DistInfo, split: BatchSplit) -> dict:
     cuda = info.device.type == "cuda"
     return {"git_commit": commit, "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
             "device": torch.cuda.get_device_name(info.device) if cuda else platform.processor() or "cpu",
-            "host": platform.node(), "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
-            "world_size": info.world_size,
+            "cpu": cpu_model(), "host": platform.node(), "python": platform.python_version(),
+            "cpu_threads": torch.get_num_threads(), "world_size": info.world_size,
             "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(), "argv": sys.argv}
 
 
@@ -339,7 +355,7 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
     """Resolve the settings, build the data and the model, check the schedule and decide whether (and where) a
     checkpoint continues: every refusal happens here, before the run directory is touched."""
     prepare_args(args, info)
-    data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device)
+    data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device, pipeline=args.pipeline)
     check_schedule(args, data.steps_per_epoch)
     try:
         model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
@@ -529,7 +545,7 @@ def finish(run: Run, status: str) -> None:
         status = "diverged"
         run.logger.warning("the weights are not finite at the end of training: the run diverged")
     hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
-                else f"{info.world_size}x cpu ({platform.node()})")
+                else f"{info.world_size}x {cpu_model()}, {torch.get_num_threads()} threads ({platform.node()})")
     results = {"status": status, "config": config_dict(run.args), "final_top1": rec.final_top1,
                "final_top5": rec.final_top5, "best_top1": rec.best_top1, "best_top5": rec.best_top5,
                "best_epoch": rec.best_epoch, "switch": None, "wall_time_s": rec.elapsed_s, "epochs": pos.epoch,

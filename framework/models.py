@@ -10,6 +10,8 @@ efficientnet_b0, vit_small_patch16_224) are timm's own. Nothing is ever download
   fc 9216->128, dropout 0.5, fc 128->classes: the pytorch/examples MNIST net its footnote 10 points to).
 - ``fmnist_resnet``: a small ResNet for 1x28x28 inputs with BatchNorm, sized to train on a 2-core CPU
   (see scripts/bench_loader.py for the input side).
+- ``fmnist_resnet_s2``: ``fmnist_resnet`` with a stride-2 stem (28 -> 14 -> 7 -> 4): ~4x cheaper, the
+  convolutional candidate of the proxy screen (results/proxy_screen.md).
 - ``fmnist_mlp``: 784-512-512-10 with BatchNorm, the proxy of the 200-epoch paper-regime table
   (results/paper_regime_protocol.md says why).
 """
@@ -44,7 +46,7 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ValueError(f"--model {args.model!r} is not a timm model nor one of ours (cifar_resnet18, wrn28_10, "
-                             "fmnist_cnn, fmnist_resnet, fmnist_mlp); see timm.list_models()") from e
+                             "fmnist_cnn, fmnist_resnet, fmnist_resnet_s2, fmnist_mlp); see timm.list_models()") from e
         raise
 
 
@@ -197,10 +199,11 @@ class SmallResNet(nn.Module):
     width with stride 2 (28 -> 14 -> 7), global average pooling, linear classifier. BatchNorm throughout."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 10, in_chans: int = 1,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, stem_stride: int = 1):
         super().__init__()
         self.num_classes = num_classes
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, stem_stride, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]),
                                   nn.ReLU(inplace=True))
         blocks, cin = [], widths[0]
         for i, w in enumerate(widths[1:]):
@@ -226,6 +229,14 @@ def fmnist_resnet(pretrained: bool = False, **kwargs) -> SmallResNet:
     """Small ResNet for the project's Fashion-MNIST table (Table 1 shape on a CPU)."""
     _no_pretrained("fmnist_resnet", pretrained)
     return SmallResNet(**_unused_cfg(kwargs))
+
+
+@register_model
+def fmnist_resnet_s2(pretrained: bool = False, **kwargs) -> SmallResNet:
+    """``fmnist_resnet`` with a stride-2 stem: the blocks see 14x14 and 7x7 maps (~1.6M multiply-adds per image
+    against ~5.5M), the convolutional candidate of the proxy screen (results/proxy_screen.md)."""
+    _no_pretrained("fmnist_resnet_s2", pretrained)
+    return SmallResNet(stem_stride=2, **_unused_cfg(kwargs))
 
 
 class MLP(nn.Module):
