@@ -7,8 +7,9 @@ Integrity: every record of the checkpoint's zip archive carries a CRC-32 that :f
 anything is unpickled, so a truncated, overwritten or bit-flipped file is refused with a message instead of loading
 wrong numbers. The checkpoint it replaces is kept as ``prev.pt`` (:func:`previous_path`); :func:`load_resumable`
 falls back to it, with a warning naming both, when ``last.pt`` is damaged. Everything is stored as tensors and plain
-Python types, so ``torch.load(path, weights_only=True)`` reads a checkpoint (older ones with a NumPy RNG state still
-load here). A failed write (disk full, quota, I/O error) raises :class:`CheckpointError` and leaves the previous
+Python types and read with ``torch.load(path, weights_only=True)`` only: a file whose pickle names anything else (an
+object with a ``__reduce__``, say) is refused before any of it runs. Older checkpoints with a NumPy RNG state load
+through an allowlist of exactly the NumPy array types they hold. A failed write (disk full, quota, I/O error) raises :class:`CheckpointError` and leaves the previous
 checkpoint as it was.
 """
 from __future__ import annotations
@@ -41,6 +42,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or written; the message names the file and what to do."""
 
+
+# The NumPy types of the RNG state in checkpoints written before it was stored as tensors (a tuple with a uint32
+# array): admitted by name so old checkpoints still load with weights_only=True. An array is rebuilt from its dtype
+# and bytes; any object inside it would need a global of its own, which is refused.
+LEGACY_NUMPY_GLOBALS = [np._core.multiarray._reconstruct, (np._core.multiarray._reconstruct,
+                        "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 # what a checkpoint of train.py holds (a file without one of these cannot resume a run)
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "config")  # in every train.py checkpoint, old and new
@@ -147,12 +154,17 @@ def load_checkpoint(path: str) -> dict:
         raise FileNotFoundError(f"--resume {path!r}: no such checkpoint")
     verify_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # verified intact, written before the RNG states were plain (NumPy objects)
+        with torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # an object weights_only refuses: nothing of it ran
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001  anything unpickling can raise is "cannot read"
-            raise CheckpointError(f"checkpoint {path} cannot be unpickled: {type(e).__name__}: {e}") from e
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or str(e).splitlines()[0]
+        except Exception:  # noqa: BLE001  naming them is a courtesy; the refusal stands either way
+            names = "see torch.load's message"
+        raise CheckpointError(f"checkpoint {path} holds objects that are not tensors or plain data ({names}); "
+                              "it was not written by train.py or was altered, and is refused unread (nothing in it "
+                              "was run). Resume from another file with --resume PATH, or start afresh with "
+                              "--resume none") from None
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}: {e}") from e
     if not isinstance(ckpt, dict):

@@ -102,6 +102,34 @@ def find_cifar(name: str, data_dir: str) -> tuple[Optional[Path], list[Path]]:
     return None, candidates
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's python batches (dicts of lists, bytes, strings and NumPy uint8 arrays) and nothing else: a
+    global other than NumPy's array constructors is refused, so a crafted file cannot run code (``pickle.load``, as
+    torchvision uses, would run whatever the file names)."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes in protocol 2
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class("numpy._core.multiarray" if name == "_reconstruct" else module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR python batch as a dict, through :class:`_ArrayUnpickler`; ValueError naming the file when it is
+    not one (truncated, or holding anything but arrays, lists, dicts and strings)."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _ArrayUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a CIFAR python batch ({type(e).__name__}: {e}); it is refused unread. "
+                         "Download the dataset again with scripts/prepare_data.py") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path} is not a CIFAR python batch (it holds a {type(batch).__name__}, not a dict); "
+                         "download the dataset again with scripts/prepare_data.py")
+    return batch
+
+
 def load_cifar(name: str, data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10/100 (Krizhevsky 2009) from torchvision's download layout: uint8 (N, 3, 32, 32), int64 labels."""
     d, looked = find_cifar(name, data_dir)
@@ -113,10 +141,13 @@ def load_cifar(name: str, data_dir: str, split: str) -> tuple[torch.Tensor, torc
     _, train_files, test_files, key = CIFAR_LAYOUT[name]
     images, labels = [], []
     for f in train_files if split == "train" else test_files:
-        with open(d / f, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[key])
+        batch = read_cifar_batch(d / f)
+        try:
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(batch[key])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{d / f} is not a CIFAR python batch ({type(e).__name__}: {e}); download the dataset "
+                             "again with scripts/prepare_data.py") from None
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
 
 

@@ -191,7 +191,7 @@ def check_fp16(ctx: Ctx) -> dict:
         handle.remove()
     results = json.loads((out / "results.json").read_text())
     epochs = _read_jsonl(out / "epochs.jsonl")
-    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     weights = [v for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point()]
     nonfinite = sum(int((~torch.isfinite(w)).sum()) for w in weights)
     steps = int(results["steps"])

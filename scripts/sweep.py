@@ -51,6 +51,7 @@ import datetime
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -617,32 +618,53 @@ def cluster_settings(path: Optional[str] = None) -> dict[str, str]:
                 key, sep, value = line.removeprefix("export ").partition("=")
                 if not sep:
                     raise TableError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
-                words = shlex.split(value, comments=True)
+                try:
+                    words = shlex.split(value, comments=True)
+                except ValueError as e:  # an unclosed quote
+                    raise TableError(f"{path}:{n}: cannot read the value of {key.strip()} ({e}); quote it as bash "
+                                     "would, e.g. KEY=\"a b\"") from None
                 settings[key.strip()] = " ".join(words)
     settings.update({k: os.environ[k] for k in CLUSTER_KEYS if k in os.environ})
     return settings
+
+
+SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:=%/+@~-]*")
+
+
+def sbatch_line(option: str, where: str) -> str:
+    """``#SBATCH OPTION``, refusing characters that sbatch or the shell would read as more than one word (spaces,
+    quotes, ``$``, ``;``, a newline that would start a shell command of the batch script): TableError naming
+    ``where`` the value came from."""
+    if not SBATCH_SAFE.fullmatch(option):
+        bad = sorted({c for c in option if not SBATCH_SAFE.fullmatch(c)})
+        raise TableError(f"{where}: {option!r} cannot go into an #SBATCH line (it holds {''.join(bad)!r}); use "
+                         "letters, digits and _.,:=%/+@~- only")
+    return f"#SBATCH {option}"
 
 
 def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, extra: list[str],
                  settings: dict[str, str], job_name: str, log_dir: str) -> str:
     """Text of an sbatch array job: task ``i`` runs ``runs[i]`` through scripts/slurm/{single,multi}_node.sbatch."""
     gpus = settings.get("AUTOWU_GPUS_PER_NODE", "")
-    header = [f"--job-name={job_name}", f"--array=0-{len(runs) - 1}" + (
+    header = [(f"--job-name={job_name}", "the table name"), (f"--array=0-{len(runs) - 1}" + (
               f"%{settings['AUTOWU_MAX_PARALLEL']}" if settings.get("AUTOWU_MAX_PARALLEL") else ""),
-              f"--nodes={nodes}", "--ntasks-per-node=1", "--requeue", "--signal=B:USR1@90", "--open-mode=append",
-              f"--output={log_dir}/%x_%A_%a.out"]
+              "AUTOWU_MAX_PARALLEL"), (f"--nodes={nodes}", "--nodes"), ("--ntasks-per-node=1", ""), ("--requeue", ""),
+              ("--signal=B:USR1@90", ""), ("--open-mode=append", ""), (f"--output={log_dir}/%x_%A_%a.out", "--runs-dir")]
     for key, opt in (("AUTOWU_PARTITION", "partition"), ("AUTOWU_ACCOUNT", "account"), ("AUTOWU_TIME", "time")):
         if settings.get(key):
-            header.append(f"--{opt}={settings[key]}")
-    header.append(f"--cpus-per-task={settings.get('AUTOWU_CPUS_PER_TASK') or 8}")  # as the sbatch scripts ask
+            header.append((f"--{opt}={settings[key]}", key))
+    header.append((f"--cpus-per-task={settings.get('AUTOWU_CPUS_PER_TASK') or 8}", "AUTOWU_CPUS_PER_TASK"))
     gres = settings.get("AUTOWU_GRES") or (f"gpu:{gpus}" if gpus else "none")  # "none": a cluster without GPUs
     if gres != "none":
-        header.append(f"--gres={gres}")
-    header += shlex.split(settings.get("AUTOWU_SBATCH_ARGS", ""))
+        header.append((f"--gres={gres}", "AUTOWU_GRES / AUTOWU_GPUS_PER_NODE"))
+    try:
+        header += [(a, "AUTOWU_SBATCH_ARGS") for a in shlex.split(settings.get("AUTOWU_SBATCH_ARGS", ""))]
+    except ValueError as e:
+        raise TableError(f"AUTOWU_SBATCH_ARGS: cannot split {settings['AUTOWU_SBATCH_ARGS']!r} ({e})") from None
     launcher = "multi_node.sbatch" if nodes > 1 else "single_node.sbatch"
     lines = ["#!/bin/bash", "# Written by scripts/sweep.py: one array task per run; re-running the sweep skips "
              "finished runs."]
-    lines += [f"#SBATCH {h}" for h in header]
+    lines += [sbatch_line(h, where or "sweep.py") for h, where in header]
     lines += ["", f"cd {shlex.quote(ROOT)}", "RUNS=("]
     lines += [f"  {shlex.quote(shlex.join(train_argv(r, parser, extra)))}" for r in runs]
     lines += [")", "eval \"set -- ${RUNS[$SLURM_ARRAY_TASK_ID]}\"",
@@ -738,13 +760,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"[sweep] {r.name}: set aside as {r.output}.stale-{stamp}")
     if args.local:
         return 1 if run_local(pending, parser, args.nproc, extra, args.jobs, args.threads) else 0
-    settings = cluster_settings()
     log_dir = os.path.join(ROOT, args.runs_dir, table.name, "slurm")
+    try:  # every value checked before anything is written
+        text = slurm_script(pending, parser, args.nodes, extra, cluster_settings(), f"autowu-{table.name}", log_dir)
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     os.makedirs(log_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = os.path.join(log_dir, f"{table.name}_{stamp}.sbatch")
     with open(path, "w") as f:
-        f.write(slurm_script(pending, parser, args.nodes, extra, settings, f"autowu-{table.name}", log_dir))
+        f.write(text)
     print(f"[sweep] wrote {path} ({len(pending)} array tasks, {args.nodes} node(s) each)")
     if args.submit:
         return subprocess.call(["sbatch", path], cwd=ROOT)

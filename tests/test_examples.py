@@ -136,7 +136,7 @@ def test_lightning_checkpoint_holds_the_scheduler_and_resume_continues_the_traje
     _, full = lightning_full
     args = lightning.get_args_parser().parse_args(["--output", str(tmp_path)])
     _, first = lightning.run(args, callbacks=(StopAfter(9),))  # preempted after 9 of 24 epochs, in the warmup
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = ckpt["lr_schedulers"][0]
     assert ckpt["global_step"] == state["step"] == 9 * 12
     assert state["phase"] == "warmup" and len(state["losses"]) == 9 * 12
@@ -158,7 +158,7 @@ def test_lightning_mid_epoch_checkpoints_hold_the_scheduler_at_the_optimizers_st
                              dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1)])
     args = lightning.get_args_parser().parse_args(["--output", str(tmp_path)])
     trainer.fit(module, lightning.make_loader(args))
-    cks = [torch.load(f, map_location="cpu", weights_only=False) for f in sorted(tmp_path.glob("*.ckpt"))]
+    cks = [torch.load(f, map_location="cpu", weights_only=True) for f in sorted(tmp_path.glob("*.ckpt"))]
     steps = {ck["global_step"]: ck["lr_schedulers"][0]["step"] for ck in cks}
     assert sorted(steps) == [5, 10, 15, 20] and all(sched == opt for opt, sched in steps.items())
 

@@ -49,7 +49,7 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def final_weights(run: Path) -> dict:
-    return torch.load(run / "last.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
@@ -78,7 +78,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     wait_for(lambda: (run / "last.pt").exists() and rows_written(run) >= STEPS_PER_EPOCH + 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] < rows_written(run), "the kill must come after steps the checkpoint does not hold"
     out = finish(launch(run))  # same command: resumes automatically from OUTPUT/last.pt
     assert f"resumed from {run / 'last.pt'}" in out
@@ -93,7 +93,7 @@ def test_sigterm_saves_mid_epoch_and_resumes_identically(tmp_path, reference):
     out = finish(proc)
     events = read_jsonl(run / "events.jsonl")
     assert events[-1]["type"] == "preempted" and events[-1]["signal"] == signal.SIGTERM
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == events[-1]["step"] and ckpt["step"] < EPOCHS * STEPS_PER_EPOCH
     done_in_epoch = (ckpt["step"] - 1) % STEPS_PER_EPOCH + 1  # optimizer steps of the interrupted epoch
     assert ckpt["position"]["sample"] == 16 * done_in_epoch  # samples the epoch's steps used (batch 16)
@@ -151,7 +151,7 @@ def test_mid_epoch_resume_under_another_micro_batch_split_continues_exactly(tmp_
     wait_for(lambda: rows_written(run) >= 10, proc)
     proc.send_signal(signal.SIGTERM)
     finish(proc)
-    k = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["step"]
+    k = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"]
     assert k % STEPS_PER_EPOCH, "the checkpoint must be inside an epoch"
     resumed = subprocess.Popen(train_cmd(*ARGS, "--micro-batch", "16", "--output", str(run)), cwd=ROOT,
                                env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -173,7 +173,7 @@ def test_resume_with_another_cpu_thread_count_warns_that_it_is_not_bit_identical
     try:
         torch.set_num_threads(1)
         assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0
-        assert torch.load(run / "last.pt", map_location="cpu", weights_only=False)["cpu_threads"] == 1
+        assert torch.load(run / "last.pt", map_location="cpu", weights_only=True)["cpu_threads"] == 1
         assert json.loads((run / "env.json").read_text())["cpu_threads"] == 1
         assert run_inprocess([*TINY, "--epochs", "1", "--output", str(run)]) == 0  # same count: no warning
         assert "CPU thread" not in (run / "train.log").read_text()

@@ -61,7 +61,7 @@ def test_every_schedule_with_every_optimizer(tmp_path, sched, opt):
         assert res["switch"] is None
     epochs = read_jsonl(run / "epochs.jsonl")
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS)) and all(e["top1"] is not None for e in epochs)
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == EPOCHS and ckpt["step"] == TOTAL and ckpt["position"]["sample"] == 0
     assert (run / "tb").is_dir() and (run / "args.yaml").exists() and (run / "env.json").exists()
 
@@ -107,7 +107,7 @@ def test_divergence_stops_with_clear_record(tmp_path, capsys):
     assert not all(math.isfinite(r["loss"]) for r in read_steps(run))
     assert "diverged" in capsys.readouterr().out + (run / "train.log").read_text()
     if (run / "last.pt").exists():  # a checkpoint is only ever written with finite weights
-        ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
         assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
@@ -116,7 +116,7 @@ def test_bf16_channels_last_and_no_decay_groups(tmp_path):
     run = tmp_path / "run"
     assert run_inprocess([*TINY, "--in-chans", "3", "--amp", "bf16", "--channels-last", "--wd-exclude-bias-norm", "--epochs", "1",
                           "--sched", "autowu-cos", "--output", str(run)]) == 0
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     groups = ckpt["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     assert all(math.isfinite(r["loss"]) for r in read_steps(run))

@@ -157,5 +157,5 @@ def test_sigterm_to_torchrun_saves_once_and_resumes_identically(tmp_path):
     assert read_jsonl(run / "rank1" / "events.jsonl")[-1] == events[-1]  # both ranks stopped at the same step
     run_all([torchrun(run)])
     assert read_steps(run) == read_steps(reference) and decisions(run) == decisions(reference)
-    wa, wb = (torch.load(r / "last.pt", map_location="cpu", weights_only=False)["model"] for r in (run, reference))
+    wa, wb = (torch.load(r / "last.pt", map_location="cpu", weights_only=True)["model"] for r in (run, reference))
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
