@@ -29,8 +29,8 @@ from torch import nn
 
 import autowu
 from framework.batch import BatchSplit
-from framework.checkpoint import (CheckpointError, load_resumable, resume_path, rng_state, save_checkpoint,
-                                  seed_everything, set_rng_state)
+from framework.checkpoint import (CheckpointError, discard_checkpoints, load_resumable, resume_path, rng_state,
+                                  run_files, save_checkpoint, seed_everything, set_rng_state)
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.data import build_data
 from framework.datasets import DATASET_NAMES, DATASETS
@@ -256,6 +256,9 @@ class RunRecord:
     best_epoch: Optional[int] = None
     images_per_s: list = field(default_factory=list)
     elapsed_s: float = 0.0  # training wall time, earlier (interrupted) processes included
+    # the training half of an epoch's row whose steps are all done but whose row is not written yet (a signal came
+    # at its end or during its validation): the resumed run, which has no step of that epoch left to train, writes it
+    trained_epoch: Optional[dict] = None
 
     def validated(self, epoch: int, metrics: dict) -> None:
         self.final_top1, self.final_top5 = metrics["top1"], metrics["top5"]
@@ -365,6 +368,9 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
     except (ValueError, TypeError, AssertionError) as e:  # e.g. a model option the model does not take
         raise ConfigError(f"--model {args.model} cannot be built with these settings: {e}") from None
     out = Plan(data, model, AmpGrad(args.amp, info.device, args.clip_grad))
+    if args.smoke and args.output and run_files(args.output):
+        raise ConfigError(f"--smoke would write into --output {args.output}, which holds a run "
+                          f"({', '.join(run_files(args.output))}); give --smoke a new directory, or no --output")
     out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
     out.ckpt, out.ckpt_file, out.warnings = load_resumable(out.ckpt_file)  # a damaged last.pt: prev.pt
     if out.ckpt is not None:
@@ -384,6 +390,7 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
     resume_pos = p.position.to_dict() if p.ckpt else None
     if info.is_main:
         os.makedirs(args.output, exist_ok=True)
+        replaced = discard_checkpoints(args.output) if p.ckpt is None and not temp_output else []
         write_config(argparse.Namespace(**config_dict(args)), os.path.join(args.output, "args.yaml"))
         logger = RunLogger(args.output, True, resume=resume_pos)
     else:  # AUTOWU_LOG_ALL_RANKS=1 (a check that ranks agree): OUTPUT/rankN/ gets this rank's steps.csv/events.jsonl
@@ -391,6 +398,8 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
         logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
                            tensorboard=False, console=False)
     logger.write_json("env.json", environment(info, split))
+    if info.is_main and replaced:
+        logger.info(f"started afresh: removed the earlier run's {', '.join(os.path.basename(f) for f in replaced)}")
     logger.info(f"{args.model} on {args.dataset}: {split.describe()}; {data.steps_per_epoch} steps/epoch x "
                 f"{args.epochs} epochs; {args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
 
@@ -496,6 +505,16 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
                                  logger=logger, stop=stop, describe=run.schedule, log_interval=args.log_interval,
                                  max_nonfinite=args.max_nonfinite, channels_last=args.channels_last,
                                  max_steps=args.smoke or None, total_steps=total_steps)
+        epoch_done = data.split.micro_batches(pos.sample) >= data.steps_per_epoch * data.split.accum_steps
+        trained = record.trained_epoch
+        if trained is not None and trained["epoch"] == epoch and result.images == 0:
+            epoch_record = dict(trained)  # resumed after the epoch's last step: its row as trained before the stop
+        else:
+            epoch_record = {"epoch": epoch, "step": pos.step, "lr": result.last_lr, "train_loss": result.train_loss,
+                            "val_loss": None, "top1": None, "top5": None, "epoch_time": result.seconds,
+                            "images_per_s": result.images / max(result.seconds, 1e-9)}
+        images_per_s = epoch_record["images_per_s"]
+        record.trained_epoch = dict(epoch_record) if epoch_done else None
         if result.status == "preempted":
             return preempted()
         if result.status == "diverged":
@@ -506,10 +525,6 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
                            f"{output}/last.pt (if an epoch finished)")
             record.elapsed_s += time.perf_counter() - process_start
             return "diverged"
-        images_per_s = result.images / max(result.seconds, 1e-9)
-        epoch_record = {"epoch": epoch, "step": pos.step, "lr": result.last_lr,
-                        "train_loss": result.train_loss, "val_loss": None, "top1": None, "top5": None,
-                        "epoch_time": result.seconds, "images_per_s": images_per_s}
         if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
             metrics = evaluate(run.model, data.val, run.amp, info, args.channels_last, stop=stop)
             if metrics.get("stopped"):  # a signal during validation: the resumed run validates this epoch
@@ -517,10 +532,11 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
             epoch_record.update(metrics)
             record.validated(epoch, epoch_record)
         record.images_per_s.append(images_per_s)
+        record.trained_epoch = None
         logger.log_epoch(epoch_record)
         logger.info(f"epoch {epoch}: train loss {_fmt(epoch_record['train_loss'])} val loss "
                     f"{_fmt(epoch_record['val_loss'])} top1 {_fmt(epoch_record['top1'])} top5 "
-                    f"{_fmt(epoch_record['top5'])} ({result.seconds:.1f}s, {images_per_s:.0f} img/s)")
+                    f"{_fmt(epoch_record['top5'])} ({epoch_record['epoch_time']:.1f}s, {images_per_s:.0f} img/s)")
         pos.epoch, pos.sample = epoch + 1, 0
         run.stats.new_epoch()
         record.elapsed_s += time.perf_counter() - process_start

@@ -335,22 +335,24 @@ class AutoLR(StepScheduler):
         sums: Optional[Tensor] = None
         used = 0
         with self._probe_context() as seed_batch, torch.no_grad():
-            for inputs, targets in self._superbatch():
-                row = []
-                for s in settings:
-                    src = self.window_start if s is START else cur
-                    for p, c in zip(self.params, src):
-                        p.copy_(c)
-                    if s is not START and s != 0.0:
-                        for p, di in zip(self.params, d):
-                            p.add_(di, alpha=-s)
-                    seed_batch(used)  # same dropout masks for every setting on this mini-batch
-                    row.append(self.loss_fn(self.model, inputs, targets).detach().double().reshape(()))
-                row_t = torch.stack(row)
-                sums = row_t if sums is None else sums + row_t
-                used += 1
-            for p, c in zip(self.params, cur):
-                p.copy_(c)
+            try:
+                for inputs, targets in self._superbatch():
+                    row = []
+                    for s in settings:
+                        src = self.window_start if s is START else cur
+                        for p, c in zip(self.params, src):
+                            p.copy_(c)
+                        if s is not START and s != 0.0:
+                            for p, di in zip(self.params, d):
+                                p.add_(di, alpha=-s)
+                        seed_batch(used)  # same dropout masks for every setting on this mini-batch
+                        row.append(self.loss_fn(self.model, inputs, targets).detach().double().reshape(()))
+                    row_t = torch.stack(row)
+                    sums = row_t if sums is None else sums + row_t
+                    used += 1
+            finally:  # also when loss_fn or batches() raises: the model keeps the weights it had
+                for p, c in zip(self.params, cur):
+                    p.copy_(c)
         if used == 0:
             raise ValueError("AutoLR: batches() yielded no mini-batch; it must return an iterator over training "
                              "mini-batches (inputs, targets) on the model's device")

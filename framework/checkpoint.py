@@ -18,6 +18,7 @@ import errno
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from typing import Any, Optional
 
@@ -200,6 +201,27 @@ def load_resumable(path: Optional[str]) -> tuple[Optional[dict], Optional[str], 
         problem = str(e) if isinstance(e, CheckpointError) else f"{path} does not exist"
         return ckpt, prev, [f"{problem}; resuming from the previous checkpoint {prev} (epoch {ckpt['epoch']}, "
                             f"step {ckpt['step']}) instead"]
+
+
+def discard_checkpoints(output: str) -> list[str]:
+    """Remove the checkpoints of an earlier run in ``output`` (``last.pt``, ``prev.pt``, AutoWU's ``rollback/``):
+    a run started afresh there (``--resume none``) replaces that run, and a later plain rerun must resume the new
+    run, not the old one. Returns what was removed."""
+    last = os.path.join(output, "last.pt")
+    gone = [p for p in (last, previous_path(last)) if os.path.isfile(p)]
+    for p in gone:
+        os.remove(p)
+    rollback = os.path.join(output, "rollback")
+    if os.path.isdir(rollback):
+        shutil.rmtree(rollback)
+        gone.append(rollback)
+    return gone
+
+
+def run_files(output: str) -> list[str]:
+    """The files of a train.py run that ``output`` holds (empty for a new or empty directory)."""
+    names = ("args.yaml", "results.json", "last.pt", "prev.pt", "steps.csv", "epochs.jsonl")
+    return [n for n in names if os.path.isfile(os.path.join(output, n))]
 
 
 def resume_path(resume: str, output: str) -> Optional[str]:

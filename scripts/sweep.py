@@ -73,6 +73,9 @@ CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "A
                 "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS", "AUTOWU_GRES")
 
 
+NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
+
+
 class TableError(ValueError):
     """A table definition that cannot be expanded: the message names the file, the key and what to do."""
 
@@ -266,6 +269,11 @@ def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
         raise TableError(f"{where}: rows must be a non-empty mapping {{row name: {{flag: value}}}}")
     rows = {str(r): _mapping(o, f"row {r!r}", where) for r, o in rows.items()}
     columns = _columns(merged["columns"], where)
+    for what, names in (("row", list(rows)), ("column", [c.key for c in columns]), ("block", [name] if name else [])):
+        for n in names:
+            if not NAME_OK.fullmatch(n):
+                raise TableError(f"{where}: {what} name {n!r} cannot name a run directory (it must be letters, "
+                                 "digits and _.+- only: a '/' would put two runs' records in one place)")
     cells = {}
     for key, o in (merged.get("cells") or {}).items():
         row, _, col = str(key).partition("/")

@@ -339,3 +339,28 @@ def test_train_py_runs_autolr(tmp_path):
     lrs = [r["lr"] for r in read_steps(run)]
     changes = {t for t in range(1, len(lrs)) if lrs[t] != lrs[t - 1]}
     assert changes <= {e["step"] for e in events}
+
+
+@pytest.mark.parametrize("fail_after", [0, 3])
+def test_a_probe_whose_loss_raises_leaves_the_weights_as_they_were(fail_after):
+    """Issue 22: the probe sets theta - eps d before each forward; an exception inside loss_fn must not leave the
+    model at a probed point."""
+    model = Bowl()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = {"n": 0}
+
+    def flaky_loss(m, x, y):
+        calls["n"] += 1
+        if calls["n"] > fail_after:
+            raise RuntimeError("out of memory in the probe")
+        return bowl_loss(m, x, y)
+
+    data = bowl_data(n_batches=4)
+    sched = AutoLR(opt, 2, 2, model=model, loss_fn=flaky_loss, batches=lambda: iter(data), recompute_window=1,
+                   explore_epochs=0, superbatch=4)
+    bowl_loss(model, *data[0]).backward()
+    opt.step()
+    before = model.theta.detach().clone()
+    with pytest.raises(RuntimeError, match="out of memory in the probe"):
+        sched.step()
+    assert torch.equal(model.theta.detach(), before)

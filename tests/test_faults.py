@@ -522,3 +522,36 @@ def test_bench_checkpoint_prints_the_figures_with_snapshots_in_files(capsys):
     out = capsys.readouterr().out
     assert "(5 snapshots)" in out and "save time n=2:" in out
     assert "snapshot tensors held in this process: 0.0 MB" in out
+
+
+# -- issue 22: nothing lost, nothing silently mixed ------------------------------------------------------------------
+def _finished_tiny(run: Path) -> None:
+    assert run_inprocess([*TINY, "--sched", "baseline", "--warmup-epochs", "1", "--output", str(run)]) == 0
+    assert (run / "last.pt").exists() and (run / "prev.pt").exists()
+
+
+def test_resume_none_into_a_finished_run_removes_its_checkpoints_before_training(tmp_path, monkeypatch, capsys):
+    """A fresh run cut before its first checkpoint must not leave the old run's last.pt for a plain rerun to resume
+    (which would report the old run as finished)."""
+    import train
+    run = tmp_path / "run"
+    _finished_tiny(run)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # the fresh run is cut in its first epoch
+    monkeypatch.setattr(train, "train_one_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_inprocess([*TINY, "--sched", "baseline", "--warmup-epochs", "1", "--resume", "none", "--output", str(run)])
+    assert not (run / "last.pt").exists() and not (run / "prev.pt").exists() and not (run / "results.json").exists()
+    assert "removed the earlier run's last.pt, prev.pt" in (run / "train.log").read_text()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert run_inprocess([*TINY, "--sched", "baseline", "--warmup-epochs", "1", "--output", str(run)]) == 0
+    assert "resum" not in capsys.readouterr().out.lower()  # started afresh, not resumed from the old run
+
+
+def test_smoke_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    _finished_tiny(run)
+    line = refused(capsys, [*TINY, "--smoke", "2", "--output", str(run)], run, exists_before=True)
+    assert "--smoke would write into --output" in line and "holds a run" in line and "results.json" in line

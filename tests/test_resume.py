@@ -123,6 +123,12 @@ def test_sigterm_during_validation_saves_within_a_batch_and_validates_after_the_
     assert f"step {STEPS_PER_EPOCH}, sample {16 * STEPS_PER_EPOCH}" in out  # resumed at the end of epoch 0
     epochs = read_jsonl(run / "epochs.jsonl")
     assert [e["epoch"] for e in epochs] == [0, 1] and all(e["val_loss"] is not None for e in epochs)
+    # epoch 0's row is the one it trained before the stop, not an empty resumed epoch (issue 22: lr null, 0 img/s)
+    ref0 = read_jsonl(reference / "epochs.jsonl")[0]
+    assert (epochs[0]["lr"], epochs[0]["train_loss"]) == (ref0["lr"], ref0["train_loss"]) and epochs[0]["lr"]
+    assert epochs[0]["images_per_s"] > 0 and epochs[0]["epoch_time"] > 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["images_per_s"] == pytest.approx(sum(e["images_per_s"] for e in epochs) / 2)
     a, b = read_steps(run), read_steps(reference)
     assert [(r["step"], r["lr"], r["loss"]) for r in a] == [(r["step"], r["lr"], r["loss"]) for r in b]
     wa, wb = final_weights(run), final_weights(reference)

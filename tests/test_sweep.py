@@ -94,6 +94,10 @@ def test_overrides_merge_base_column_row_cell(tmp_path, parser):
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nseeds: 3\n", "seeds must be"),
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nfigure: {{mark: nope}}\n", "figure mark 'nope'"),
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nfigure: {{colour: red}}\n", "figure takes rows"),
+    # rows a/r and b/r would both be exported as records/r_b256_s0 (issue 22)
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a/r: {{}}, b/r: {{}}}}\n", "row name 'a/r' cannot name"),
+    (f"title: t\nbase: {BASE}\ncolumns: {{x y: {{}}}}\nrows: {{a: {{}}}}\n", "column name 'x y' cannot name"),
+    (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\nblocks: {{../up: {{}}}}\n", "block name '../up'"),
 ])
 def test_bad_table_is_refused_with_the_reason(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
