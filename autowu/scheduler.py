@@ -148,6 +148,8 @@ class AutoWU(StepScheduler):
     (``'warmup'|'decay'|'final'``), ``scheduler`` (this object: one scheduler runs every phase), ``total_steps``.
     """
 
+    t_in_epochs = False  # timm's scheduler attribute (its train.py reads it): AutoWU steps per optimizer update
+
     @_one_name_per_setting
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int,
                  min_lr: float = 1e-5, max_lr: float = 1.0, max_warmup_fraction: float = 0.5,
@@ -355,7 +357,7 @@ class AutoWU(StepScheduler):
             loss = metrics
         if loss is None or isinstance(loss, numbers.Integral):
             _refuse_wrappers()  # SequentialLR / ChainedScheduler call step() or step(0)
-        if self._is_timm_epoch_call(loss, metric):
+        if self._is_timm_epoch_call(loss, metric) or self._is_timm_resume_sync(loss, metric):
             return
         if metric is not None:
             raise ValueError(f"AutoWU.step(loss, metric={metric!r}): pass the step's loss only, scheduler.step(loss)")
@@ -374,7 +376,11 @@ class AutoWU(StepScheduler):
 
     def step_update(self, num_updates: int, metric: Any = None) -> None:
         """timm's per-update call: ``scheduler.step_update(num_updates=num_updates, metric=loss)`` after each
-        optimizer update, with the loss of that update (not timm's running ``losses_m.avg``)."""
+        optimizer update, with the loss of that update (not timm's running ``losses_m.avg``). Without a metric it is
+        timm's resume call ``step_update(start_epoch * updates_per_epoch)``: a no-op when the count is the one a
+        loaded ``state_dict`` restored."""
+        if metric is None and num_updates == self.last_epoch and not isinstance(num_updates, bool):
+            return
         if metric is None:
             raise ValueError("AutoWU.step_update(num_updates, metric) needs metric=<the loss of this optimizer "
                              "update> (in timm's train.py: metric=loss, not losses_m.avg)")
@@ -386,6 +392,12 @@ class AutoWU(StepScheduler):
                              "scheduler's state_dict first; timm's checkpoints do not hold it)")
         self._timm = True
         self.step(metric)
+
+    def _is_timm_resume_sync(self, loss: Any, metric: Any) -> bool:
+        """timm's ``lr_scheduler.step(start_epoch)`` after a resume: an integer epoch with no metric whose start is
+        exactly the restored step count (the loaded state_dict already set the LR)."""
+        return (metric is None and isinstance(loss, numbers.Integral) and not isinstance(loss, bool) and loss > 0
+                and self.last_epoch > 0 and loss * self.steps_per_epoch == self.last_epoch)
 
     def _is_timm_epoch_call(self, loss: Any, metric: Any) -> bool:
         if not (isinstance(loss, numbers.Integral) and not isinstance(loss, bool)):

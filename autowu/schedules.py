@@ -9,6 +9,8 @@ import math
 import warnings
 from typing import Any, Optional
 
+import torch
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -76,6 +78,11 @@ class StepScheduler(LRScheduler):
         if lrs[0] <= 0 or not math.isfinite(lrs[0]):
             raise ValueError(f"param group 0 has lr={lrs[0]}; the schedule keeps every group's ratio to group 0, so "
                              "group 0 needs a positive LR (any value, e.g. 1.0, if all groups share the schedule)")
+        for i, (lr, g) in enumerate(zip(lrs, optimizer.param_groups)):
+            scale = float(g.get("lr_scale", 1.0))
+            if not (lr >= 0 and math.isfinite(lr) and scale >= 0 and math.isfinite(scale)):
+                raise ValueError(f"param group {i} has lr={lr}, lr_scale={scale}: both must be finite and >= 0 (a "
+                                 "negative one would step up the gradient)")
         self.group_ratios = [lr / lrs[0] * float(g.get("lr_scale", 1.0))
                              for lr, g in zip(lrs, optimizer.param_groups)]
         self.history: list[dict] = []  # the decisions of a loss-driven schedule (AutoWU, AutoLR); empty otherwise
@@ -138,10 +145,17 @@ class StepScheduler(LRScheduler):
         return [self.lr_at(self.last_epoch) * r for r in self.group_ratios]
 
     def _apply_lr(self, lr: float) -> None:
+        if len(self.optimizer.param_groups) != len(self.group_ratios):
+            raise ValueError(f"the optimizer has {len(self.optimizer.param_groups)} param groups but "
+                             f"{type(self).__name__} was built for {len(self.group_ratios)}: a group added later "
+                             "would keep its LR for ever. Add every group first, then build the scheduler")
         self._last_schedule_lr = float(lr)
         self._last_lr = [lr * r for r in self.group_ratios]
         for g, group_lr in zip(self.optimizer.param_groups, self._last_lr):
-            g["lr"] = group_lr
+            if isinstance(g["lr"], torch.Tensor):  # a tensor LR (e.g. for a captured CUDA graph) is filled in place,
+                g["lr"].fill_(group_lr)            # as torch's schedulers do: the optimizer keeps its tensor
+            else:
+                g["lr"] = group_lr
 
     def _config(self) -> dict:
         """Settings a checkpoint must match to be loaded into this scheduler."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -58,8 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        return train(args, rank, world, device)
+        result = train(args, rank, world, device)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
+        return result
     finally:
+        # the DDP model (its reducer holds gloo work) must go before the process group, and both before the
+        # interpreter shuts down: destroyed at shutdown, their C++ threads abort the process
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -8,6 +8,8 @@ made unless a GPU is present and chosen.
 """
 from __future__ import annotations
 
+import gc
+
 import datetime
 import os
 import re
@@ -218,5 +220,10 @@ class Heartbeat:
 
 
 def cleanup() -> None:
+    """Destroy the process group while the interpreter is fully alive, after the objects that hold gloo work (DDP's
+    reducer, a model in a reference cycle) are collected: destroyed later, at interpreter shutdown, their C++
+    threads take the GIL of a dying interpreter and the process aborts ("terminate called without an active
+    exception")."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -32,8 +32,8 @@ from collections import defaultdict
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import (ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table,  # noqa: E402
-                   steps_per_epoch)
+from sweep import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand,  # noqa: E402
+                   get_train_parser, load_table, steps_per_epoch)
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
 FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
@@ -125,11 +125,21 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
     """The markdown text of ``results/<table>.md`` for the runs found under ``runs_dir``."""
     paper = read_paper(table.paper)
     runs = expand(table, runs_dir)
+    check_runs(runs, get_train_parser())  # what each run's command line fixes, for Run.stale
     results = {r.output: read_result(r) for r in runs}
+    stale = {r.name: r.stale() for r in runs if results[r.output] is not None}
+    stale = {name: diff for name, diff in stale.items() if diff}
+    for r in runs:  # made with other settings than the table asks: never in its cells
+        if r.name in stale:
+            results[r.output] = None
     done = [r for r in runs if results[r.output] is not None]
     lines = [f"# {table.title}", ""]
     lines.append(f"Made by `python scripts/collect.py {table.name}` from `{runs_dir}/{table.name}/`: "
                  f"{len(done)} of {len(runs)} runs finished. Metric: `{table.metric}` of results.json.")
+    if stale:
+        lines.append(f"Left out: {len(stale)} finished run(s) made with other settings than this table now asks "
+                     "(`scripts/sweep.py` calls them stale and reruns them with `--rerun-stale`): " +
+                     "; ".join(f"{name} ({', '.join(diff)})" for name, diff in sorted(stale.items())) + ".")
     if table.paper:
         lines.append(f"Each cell: ours, mean (std) over seeds · the paper's number ({table.paper}) · "
                      "Δ = ours − paper. **Bold**: best of our rows in the column.")

@@ -20,7 +20,7 @@ import sweep  # noqa: E402
 
 
 def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, status: str = "finished",
-             steps_per_epoch: int = 10, epochs: int = 4, peak: float = 0.01) -> None:
+             steps_per_epoch: int = 10, epochs: int = 4, peak: float = 0.01, config: dict | None = None) -> None:
     """A finished run: LR rises to ``peak`` (AutoWU: until the switch, then decays from ``peak / 2``)."""
     out.mkdir(parents=True)
     total = steps_per_epoch * epochs
@@ -45,7 +45,7 @@ def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, statu
         (out / "events.jsonl").write_text(json.dumps(switch) + "\n")
     (out / "results.json").write_text(json.dumps({
         "status": status, "final_top1": top1, "best_top1": top1, "switch": switch, "wall_time_s": 30.0,
-        "epochs": epochs, "steps": total, "hardware": "cpu: test"}))
+        "epochs": epochs, "steps": total, "hardware": "cpu: test", **({"config": config} if config else {})}))
 
 
 @pytest.fixture()
@@ -152,3 +152,16 @@ def test_binned_long_series_keeps_shape():
     assert len(bx) <= plot.MAX_POINTS and by == pytest.approx(bx * 2)
     fx, fy = plot.binned(x, x, reduce="first")
     assert fx[0] == 0 and set(np.diff(fx)) == {fx[1] - fx[0]}
+
+
+def test_a_run_made_with_other_settings_is_left_out_and_named(table, tmp_path):
+    """Issue 22: collect put stale runs (another config than the table asks) into the cells, unmarked."""
+    runs = tmp_path / "runs" / "tbl"
+    fake_run(runs / "baseline_b256_s0", 90.0, config={"sched": "baseline", "batch_size": 256})
+    fake_run(runs / "baseline_b256_s1", 50.0, config={"sched": "baseline", "batch_size": 256, "epochs": 3})
+    text = collect.collect(table, str(tmp_path / "runs"))
+    assert "1 of 8 runs finished" in text
+    assert "Left out: 1 finished run(s) made with other settings" in text
+    assert "tbl/baseline_b256_s1 (epochs: 3 -> " in text
+    row = next(line for line in text.splitlines() if line.startswith("| baseline |"))
+    assert row.startswith("| baseline | 90.00") and "n=1/2" in row  # seed 0 alone, not the mean with 50.0

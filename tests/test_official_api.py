@@ -334,6 +334,30 @@ def test_timm_calls_step_update_with_the_loss_and_step_at_epoch_ends():
     assert s.get_last_lr() == ref.get_last_lr() and s.history == ref.history
 
 
+def test_timm_train_py_resume_calls_are_no_ops_and_the_run_continues_exactly():
+    """timm's main(): logs ``lr_scheduler.t_in_epochs``, then after a resume calls ``step_update(start_epoch *
+    updates_per_epoch)`` (sched_on_updates) or ``step(start_epoch)`` without a metric (issue 22: both raised)."""
+    losses = [3.0 - 0.01 * t for t in range(40)]
+    ref = AutoWU(make_opt(), 5, 8)
+    for v in losses:
+        ref.step(v)
+    first = AutoWU(make_opt(), 5, 8)
+    assert first.t_in_epochs is False
+    for n in range(1, 16):
+        first.step_update(num_updates=n, metric=losses[n - 1])
+    for resync in (lambda s: s.step_update(15), lambda s: s.step(3)):
+        s = AutoWU(make_opt(), 5, 8)
+        s.load_state_dict(first.state_dict())
+        lr = s.get_last_lr()
+        resync(s)
+        assert s.last_step == 15 and s.get_last_lr() == lr
+        for n in range(16, 41):
+            s.step_update(num_updates=n, metric=losses[n - 1])
+        assert s.get_last_lr() == ref.get_last_lr() and s.history == ref.history
+    with pytest.raises(ValueError, match="metric=<the loss"):
+        s.step_update(39)  # not the restored count: still an error
+
+
 def test_timm_misuse_is_explained():
     s = AutoWU(make_opt(), 5, 8)
     with pytest.raises(ValueError, match="metric=<the loss"):
@@ -402,3 +426,34 @@ def test_errors_name_the_argument_as_it_was_given():
         AutoWU(make_opt(), 10, 10, max_lr=1e-6)
     with pytest.raises(ValueError, match="^eta_min=-1"):
         AutoWU(make_opt(), 10, 10, eta_min=-1.0)
+
+
+# -- issue 22: parameter groups and tensor LRs -------------------------------------------------------------------
+
+def test_a_tensor_lr_is_filled_in_place_as_torchs_schedulers_do():
+    p = torch.nn.Parameter(torch.ones(2))
+    lr = torch.tensor(0.01)
+    opt = torch.optim.Adam([p], lr=lr)
+    s = AutoWU(opt, 5, 4)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(s.get_last_lr()[0])
+    p.sum().backward()
+    opt.step()
+    s.step(1.0)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(s.get_last_lr()[0])
+
+
+def test_a_group_added_after_the_scheduler_is_an_error_not_a_frozen_lr():
+    a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([a], lr=0.1)
+    s = AutoWU(opt, 5, 4)
+    opt.add_param_group({"params": [b], "lr": 0.1})
+    with pytest.raises(ValueError, match="2 param groups but AutoWU was built for 1"):
+        s.step(1.0)
+
+
+@pytest.mark.parametrize("group", [{"lr_scale": -1.0}, {"lr": -0.1}, {"lr_scale": float("nan")}])
+def test_a_negative_lr_or_lr_scale_is_refused(group):
+    a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], **group}], lr=0.1)
+    with pytest.raises(ValueError, match="param group 1 has lr="):
+        AutoWU(opt, 5, 4)
