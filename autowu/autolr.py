@@ -414,7 +414,7 @@ class AutoLR(StepScheduler):
                 "extra_forward_passes": self.extra_forward_passes, "history": copy.deepcopy(self.history)}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        _check_config(self._config(), state_dict.get("config", {}))
+        _check_config(self._config(), state_dict.get("config"))
         saved = state_dict["window_start"]
         if len(saved) != len(self.params) or any(s.shape != p.shape for s, p in zip(saved, self.params)):
             raise ValueError("cannot load AutoLR state: its window-start parameters do not match this optimizer's "

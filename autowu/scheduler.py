@@ -9,7 +9,7 @@ import numbers
 import os
 import warnings
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -756,25 +756,48 @@ class AutoWU(StepScheduler):
                              "stats": _stack(self._stats).cpu() if self._stats else torch.empty(0)}}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Check every key, then build every part (generator, GP state, history) aside, and only then replace this
+        scheduler's state: a bad state_dict raises ValueError naming the key and leaves the scheduler untouched."""
         _check_state(state_dict, self._state_checks(), "AutoWU")
-        _check_config(self._config(), state_dict.get("config", {}))
+        _check_config(self._config(), state_dict.get("config"))
+
+        def part(key: str, build: Callable[[Any], Any]) -> Any:
+            try:
+                return build(state_dict[key])
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                raise ValueError(f"cannot load AutoWU state: {key!r} is not usable ({type(e).__name__}: {e}); pass "
+                                 "the dict returned by AutoWU.state_dict()") from None
+
+        def generator(state: dict) -> np.random.Generator:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = copy.deepcopy(state)
+            return rng
+
+        def history(entries: list) -> list:
+            if not all(isinstance(h, dict) and isinstance(h.get("type"), str) for h in entries):
+                raise ValueError("every entry must be a dict with a 'type'")
+            return copy.deepcopy(entries)
+
+        rng = part("rng", generator)
+        gp_state = part("gp_state", GPState.from_dict)
+        hist = part("history", history)
+        losses = state_dict["losses"].double().numpy().copy()
+        pending = [float(x) for x in state_dict["pending"].tolist()]
+        official = state_dict.get("official", {"lr": self.eta_min, "sched": {"kind": "warmup", "n": 0},
+                                               "stats": torch.empty(0), "timm": False})
+        # nothing below can fail: the scheduler changes all at once
         self.last_epoch = int(state_dict["step"])
         self._step_count = self.last_epoch + 1
         self.phase = state_dict["phase"]
-        self.losses = state_dict["losses"].double().numpy().copy()
-        self._epoch_losses = [float(x) for x in state_dict["pending"].tolist()]
+        self.losses, self._epoch_losses = losses, pending
         self._reduced = int(state_dict.get("pending_reduced", 0))
         self.consecutive = int(state_dict["consecutive"])
-        self.history = copy.deepcopy(state_dict["history"])
+        self.history = hist
         self.switch = next((h for h in reversed(self.history) if h["type"] == "switch"), None)
         self.decay_start_step = int(state_dict["decay_start_step"])
         self.decay_start_lr = float(state_dict["decay_start_lr"])
-        self.gp_state = GPState.from_dict(state_dict["gp_state"])
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = copy.deepcopy(state_dict["rng"])
+        self.gp_state, self.rng = gp_state, rng
         self.snapshots = deque(state_dict["snapshots"], maxlen=self.patience + 2)
-        official = state_dict.get("official", {"lr": self.eta_min, "sched": {"kind": "warmup", "n": 0},
-                                               "stats": torch.empty(0), "timm": False})
         self._lr, self._sched = float(official["lr"]), dict(official["sched"])
         self._stats, self._timm = [float(x) for x in official["stats"].tolist()], bool(official["timm"])
         self._apply_lr(self.lr_at(self.last_epoch))
@@ -798,7 +821,8 @@ class AutoWU(StepScheduler):
                   and isinstance(v["sched"], dict) and vector(v["stats"]) is None)
             return None if ok else "a dict with keys 'lr', 'sched', 'stats', 'timm' (the official variant's state)"
 
-        checks = {"step": _is_step(self.total_steps),
+        checks = {"config": of_type(dict, "a dict (the settings the state was saved with)"),
+                  "step": _is_step(self.total_steps),
                   "phase": lambda v: None if v in PHASES else f"one of {PHASES}",
                   "losses": vector, "pending": vector, "consecutive": count, "history": of_type(list, "a list"),
                   "decay_start_step": _is_step(self.total_steps), "decay_start_lr": lr,

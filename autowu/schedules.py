@@ -167,7 +167,7 @@ class StepScheduler(LRScheduler):
 
     def load_state_dict(self, state_dict: dict) -> None:
         _check_state(state_dict, {"step": _is_step(self.total_steps)}, type(self).__name__)
-        _check_config(self._config(), state_dict.get("config", {}))
+        _check_config(self._config(), state_dict.get("config"))
         self.last_epoch = int(state_dict["step"])
         self._step_count = self.last_epoch + 1
         self._apply_lr(self.lr_at(self.last_epoch))
@@ -281,7 +281,13 @@ def _check_state(state_dict: Any, checks: dict, owner: str) -> None:
             raise ValueError(f"cannot load {owner} state: {key!r} is {state_dict[key]!r:.80}, expected {wanted}")
 
 
-def _check_config(mine: dict, theirs: dict) -> None:
+def _check_config(mine: dict, theirs: Any) -> None:
+    """The settings a state was saved with (its ``config``) against this scheduler's: a state without them could
+    come from a scheduler of another shape, and is refused."""
+    if not isinstance(theirs, dict):
+        raise ValueError(f"cannot load {mine.get('class', 'scheduler')} state: its 'config' (the settings it was saved "
+                         "with) is missing, so it cannot be checked against this scheduler; pass the dict returned "
+                         "by state_dict()")
     for key, value in mine.items():
         if key in theirs and theirs[key] != value:
             raise ValueError(f"cannot load scheduler state: it was saved with {key}={theirs[key]!r} but this "

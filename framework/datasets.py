@@ -15,6 +15,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,10 +36,16 @@ SUBSET_SEED = 0  # --train-subset / --val-subset draw the same images whatever -
 def _read_idx(path: Path) -> np.ndarray:
     """An idx file (LeCun's MNIST format, optionally gzipped) as a uint8 array of its declared shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupted .gz (gzip.BadGzipFile is an OSError)
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); the file is damaged: download it again "
+                         "(scripts/prepare_data.py) or reinstall dataset-fashion-mnist") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path} is not an idx file: {len(raw)} bytes (truncated download?)")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
+    if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4 or len(raw) < 4 + 4 * ndim:
         raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {raw[:4].hex()})")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)

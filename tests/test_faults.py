@@ -555,3 +555,28 @@ def test_smoke_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
     _finished_tiny(run)
     line = refused(capsys, [*TINY, "--smoke", "2", "--output", str(run)], run, exists_before=True)
     assert "--smoke would write into --output" in line and "holds a run" in line and "results.json" in line
+
+
+def _fashion_copy(tmp_path: Path) -> Path:
+    from framework.datasets import find_fashion_mnist
+    src, d = find_fashion_mnist("/nonexistent"), tmp_path / "fm"
+    d.mkdir()
+    for f in src.iterdir():
+        shutil.copy(f, d / f.name)
+    return d
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda b: b[: len(b) // 2], "cannot be read"),                         # a cut download
+    (lambda b: b[:10] + bytes(x ^ 0xFF for x in b[10:200]) + b[200:], "cannot be read"),  # flipped bytes
+    (lambda b: __import__("gzip").compress(b"\x00\x00"), "is not an idx file"),     # a valid .gz of 2 bytes
+    (lambda b: __import__("gzip").compress(b"\x00\x00\x08\x03\x00"), "is not an idx file"),  # a cut header
+])
+def test_a_damaged_fashion_mnist_file_is_one_line(tmp_path, capsys, damage, why):
+    d = _fashion_copy(tmp_path)
+    target = next(d.glob("t10k-images*"))
+    target.write_bytes(damage(target.read_bytes()))
+    run = tmp_path / "run"
+    line = refused(capsys, ["--dataset", "fashion_mnist", "--data-dir", str(d), "--model", "fmnist_mlp",
+                            "--batch-size", "256", "--epochs", "1", "--output", str(run)], run)
+    assert target.name in line and why in line

@@ -297,7 +297,12 @@ def test_load_state_dict_checks_keys_and_ranges_and_changes_nothing_on_error():
     for _ in range(3):
         t.step(2.0)
     before = (t.last_step, t.get_last_lr(), list(t._epoch_losses))
-    cases = [({}, "'step' is missing"), ({**good, "phase": "banana"}, "'phase' is 'banana'"),
+    losses, history, rng = t.losses.copy(), list(t.history), t.rng.bit_generator.state
+    cases = [({}, "'config' is missing"), ({**good, "phase": "banana"}, "'phase' is 'banana'"),
+             ({k: v for k, v in good.items() if k != "config"}, "'config' is missing"),
+             ({**good, "rng": {"bit_generator": "PCG64", "state": "x"}}, "'rng' is not usable"),
+             ({**good, "history": [{"no": "type"}]}, "'history' is not usable"),
+             ({**good, "history": ["switch"]}, "'history' is not usable"),
              ({**good, "step": 101}, r"'step' is 101, expected an integer in \[0, 100\]"),
              ({**good, "step": -1}, "'step'"), ({**good, "losses": [1.0]}, "'losses'"),
              ({**good, "decay_start_lr": float("nan")}, "'decay_start_lr'"),
@@ -307,6 +312,7 @@ def test_load_state_dict_checks_keys_and_ranges_and_changes_nothing_on_error():
         with pytest.raises(ValueError, match=message):
             t.load_state_dict(bad)
         assert (t.last_step, t.get_last_lr(), list(t._epoch_losses)) == before
+        assert t.losses.tolist() == losses.tolist() and t.history == history and t.rng.bit_generator.state == rng
     t.load_state_dict(good)
     assert t.last_step == 7
 
@@ -457,3 +463,13 @@ def test_a_negative_lr_or_lr_scale_is_refused(group):
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], **group}], lr=0.1)
     with pytest.raises(ValueError, match="param group 1 has lr="):
         AutoWU(opt, 5, 4)
+
+
+def test_a_state_without_its_config_is_refused_by_every_schedule():
+    """Issue 22: a state_dict without 'config' loaded into a scheduler of another shape."""
+    from autowu.schedules import WarmupCosine
+    s = WarmupCosine(make_opt(), 10, 10)
+    state = s.state_dict()
+    del state["config"]
+    with pytest.raises(ValueError, match="'config' .* is missing"):
+        WarmupCosine(make_opt(), 20, 10).load_state_dict(state)
