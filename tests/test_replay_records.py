@@ -32,10 +32,12 @@ def replay(record: Path):
     with open(record / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(len(rows))), "steps.csv is decimated: cannot replay"
+    lrs = []
     for row in rows:
+        lrs.append(optimizer.param_groups[0]["lr"])  # the LR this step trains with
         optimizer.step()
         sched.step(float(row["loss"]))
-    return sched
+    return sched, lrs, [float(r["lr"]) for r in rows]
 
 
 def test_the_guard_sees_every_8k_and_16k_record():
@@ -46,7 +48,8 @@ def test_the_guard_sees_every_8k_and_16k_record():
 def test_a_recorded_run_replays_to_the_same_decisions(record):
     result = json.loads((record / "results.json").read_text())
     events = [json.loads(line) for line in (record / "events.jsonl").read_text().splitlines() if line.strip()]
-    sched = replay(record)
+    sched, lrs, recorded_lrs = replay(record)
+    assert lrs == pytest.approx(recorded_lrs, rel=1e-12, abs=0)  # the whole LR trajectory, step by step
     recorded_tests = [(e["step"], e["passed"]) for e in events if e["type"] == "test"]
     assert [(h["step"], h["passed"]) for h in sched.history if h["type"] == "test"] == recorded_tests
     assert sched.switch["step"] == result["switch"]["step"] and sched.switch["reason"] == result["switch"]["reason"]
