@@ -6,12 +6,87 @@ Explore (Section 2.1): for ``explore_epochs`` the seed LR is kept; the local fit
 served its purpose, the LR moves to ``lr + eps_min`` where ``eps_min`` minimises ``L(eps) = k0 + k1 eps + k2 eps^2``
 (Eq. 2), the loss one step on with the LR perturbed by ``eps``, clipped so that ``|eps|^3 < r * L`` (Eq. 3).
 A change that lowers the loss-drop rate is rolled back (Section 2.2).
+
+AutoLR as an LR scheduler: call ``step()`` once after every ``optimizer.step()``.
+
+The seed LR is the optimizer's group-0 LR; every group keeps its ratio to group 0.
+
+At each check (every ``recompute_window`` optimizer steps; Appendix C: about twice per epoch) AutoLR
+
+1. recovers the step direction of the step just taken, ``d = (theta_{t-1} - theta_t) / lr`` (Section 2: any
+   optimizer whose step can be read off the parameters: SGD, momentum, Adam, AdamP, LAMB, ...). ``theta_{t-1}``
+   is copied by an ``optimizer.register_step_pre_hook`` just before the optimizer steps that end a window;
+2. measures the loss-drop rate of the window, ``(L_S(theta_start) - L_S(theta_t)) / steps``, both losses on the
+   *same* superbatch ``S`` (Section 2.2);
+3. explore (``step < explore_steps``): fits the quadratic and raises the LR by ``eps_min`` if it is positive,
+   never lowers it (Section 2.1);
+4. exploit: if the previous check changed the LR and this window's drop rate is lower than the one before the
+   change, restores model, optimizer and LR from before the change (rollback, Section 2.2). Otherwise the
+   saturation test: relative first (the drop rate fell by ``saturation_threshold`` x from the first window of
+   training), and the first time it passes the drop rate of that moment becomes an absolute threshold used from
+   then on (Section 2.1, "Saturation Threshold"). Only when saturated is the quadratic fitted (Appendix C) and
+   the LR moved to ``lr + eps_min``.
+
+The fit: the loss is evaluated at ``n_eps`` values of ``eps`` (Eq. 1-2), each on the same superbatch of
+``superbatch`` mini-batches whose losses are averaged (forward passes only, under ``torch.no_grad``, one
+mini-batch at a time: no extra activation memory). ``k0, k1, k2`` by least squares; ``eps_min = -k1 / (2 k2)``
+(for ``k2 <= 0`` the quadratic has no minimum and the step goes to the threshold in the descent direction),
+clipped to ``|eps_min| <= (r L)^(1/3)`` with ``L`` the superbatch loss at ``theta_t`` (Eq. 3).
+
+Choices where the paper is silent (a careful reimplementation's; all are arguments):
+
+- ``eps`` samples: ``lr * eps_span * linspace(-1, 1, n_eps)``, i.e. LRs in ``[0.5 lr, 1.5 lr]`` by default
+  (relative to the LR, so one setting serves SGD at 0.1 and Adam at 1e-3; odd ``n_eps`` includes ``eps = 0``).
+- ``max_change``: one decision never changes the LR by more than this factor (default 10, a staircase step).
+  The paper's only bound is Eq. 3, which for Adam at LR 1e-3 still allows a 60x increase; ``inf`` disables it.
+- Loss-drop rate per optimizer step; the relative test's reference is the first window of training (a later
+  increase in the explore phase is not a new reference); at the first saturation the absolute threshold is the
+  drop rate of that moment, or, if that rate is not positive, the relative threshold's value.
+- Rollback applies to exploit-phase changes (explore increases are exploration the paper wants even when the
+  loss does not improve). A change made right after a rollback is final, so training cannot loop. Like
+  AutoWU's rollback, time is not rewound: the step count and the data order go on.
+- Probe mode ``train`` (default): the loss the optimizer minimises (BatchNorm on batch statistics), as an
+  optimizer wrapper calling the training closure would; dropout draws the *same* masks for every ``eps`` on a
+  given mini-batch (the "same superbatch" principle applied to dropout noise). ``eval`` evaluates with running
+  statistics and no dropout. Either way the parameters, buffers (BatchNorm statistics), module modes and the
+  global RNGs (CPU and the model's GPUs) are exactly as before each check.
+- The superbatch is the first ``superbatch`` mini-batches of a fresh ``batches()`` iterator (fewer if it ends
+  sooner; the count used is in ``history``). A check's passes each start a fresh iterator but every ``eps`` of
+  a pass sees the same mini-batch, since all settings are evaluated on a mini-batch before the next is drawn.
+- Distributed: each rank probes its own mini-batches; the losses are averaged across ranks (one all-reduce per
+  pass), so every rank takes the same decision. The step direction is each rank's own (identical under DDP).
+
+Memory: between checks one copy of the parameters (the window start, on their device); during a check two more
+(``theta_t`` and ``d``). A pending rollback keeps the model and optimizer state in host memory. ``state_dict``
+holds the window start and any pending rollback snapshot (exact resume).
+
+Cost: ``extra_forward_passes`` counts AutoLR's mini-batch forwards; ``overhead`` is that over the training
+forwards (``forwards_per_step`` per optimizer step, e.g. the accumulation steps), ``compute_overhead`` over the
+training compute counting a backward as two forwards (Appendix C's accounting, <= 16.6% on CIFAR-10).
+
+Args:
+    optimizer: the optimizer (group 0's LR is the seed LR).
+    steps_per_epoch, total_epochs: the budget, in optimizer steps per epoch and epochs.
+    model: the trained module (its parameters are perturbed and restored in place).
+    loss_fn: ``loss_fn(model, inputs, targets) -> 0-d loss``: the training loss, with its autocast.
+    batches: ``batches() -> iterator of (inputs, targets)`` training mini-batches on the model's device.
+    explore_epochs: explore length in epochs, may be fractional (default ``0.2 * total_epochs``, Table 8's
+        10/50 for (Fashion-)MNIST; the paper uses 20-30% of the budget).
+    recompute_window: optimizer steps between checks (default ``steps_per_epoch // 2``, Appendix C).
+    n_eps: loss samples per fit (>= 3; Appendix C uses 5).
+    superbatch: mini-batches averaged per loss (Section 2.2 and Appendix B: 100).
+    eps_threshold: ``r`` of Eq. 3 (Table 8: 1e-3 for MNIST, Fashion-MNIST and ImageNet, 5e-3 for CIFAR-10).
+    saturation_threshold: the relative saturation threshold (Table 8: 100 for MNIST, Fashion-MNIST and
+        CIFAR-10, 500 for ImageNet).
+    eps_span, max_change, probe_mode: see the choices above.
+    forwards_per_step: training forward passes per optimizer step (for ``overhead``).
+    seed: seeds the dropout masks of the probes (the training RNG is untouched).
+    process_group: for DDP; by default the global group when ``torch.distributed`` is initialised.
 """
 from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -19,91 +94,16 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from .comm import mean_over_ranks
-from .scheduler import _to_cpu
+from .autolr_probe import START, Probe
+from .rollback import _to_cpu
 from .schedules import StepScheduler, _check_config, _check_int, _check_positive
 
 PROBE_MODES = ("train", "eval")
-START = "start"  # the setting "parameters at the start of the window" in a probe pass
 
 
 class AutoLR(StepScheduler):
-    """AutoLR as an LR scheduler: call ``step()`` once after every ``optimizer.step()``.
-
-    The seed LR is the optimizer's group-0 LR; every group keeps its ratio to group 0.
-
-    At each check (every ``recompute_window`` optimizer steps; Appendix C: about twice per epoch) AutoLR
-
-    1. recovers the step direction of the step just taken, ``d = (theta_{t-1} - theta_t) / lr`` (Section 2: any
-       optimizer whose step can be read off the parameters: SGD, momentum, Adam, AdamP, LAMB, ...). ``theta_{t-1}``
-       is copied by an ``optimizer.register_step_pre_hook`` just before the optimizer steps that end a window;
-    2. measures the loss-drop rate of the window, ``(L_S(theta_start) - L_S(theta_t)) / steps``, both losses on the
-       *same* superbatch ``S`` (Section 2.2);
-    3. explore (``step < explore_steps``): fits the quadratic and raises the LR by ``eps_min`` if it is positive,
-       never lowers it (Section 2.1);
-    4. exploit: if the previous check changed the LR and this window's drop rate is lower than the one before the
-       change, restores model, optimizer and LR from before the change (rollback, Section 2.2). Otherwise the
-       saturation test: relative first (the drop rate fell by ``saturation_threshold`` x from the first window of
-       training), and the first time it passes the drop rate of that moment becomes an absolute threshold used from
-       then on (Section 2.1, "Saturation Threshold"). Only when saturated is the quadratic fitted (Appendix C) and
-       the LR moved to ``lr + eps_min``.
-
-    The fit: the loss is evaluated at ``n_eps`` values of ``eps`` (Eq. 1-2), each on the same superbatch of
-    ``superbatch`` mini-batches whose losses are averaged (forward passes only, under ``torch.no_grad``, one
-    mini-batch at a time: no extra activation memory). ``k0, k1, k2`` by least squares; ``eps_min = -k1 / (2 k2)``
-    (for ``k2 <= 0`` the quadratic has no minimum and the step goes to the threshold in the descent direction),
-    clipped to ``|eps_min| <= (r L)^(1/3)`` with ``L`` the superbatch loss at ``theta_t`` (Eq. 3).
-
-    Choices where the paper is silent (a careful reimplementation's; all are arguments):
-
-    - ``eps`` samples: ``lr * eps_span * linspace(-1, 1, n_eps)``, i.e. LRs in ``[0.5 lr, 1.5 lr]`` by default
-      (relative to the LR, so one setting serves SGD at 0.1 and Adam at 1e-3; odd ``n_eps`` includes ``eps = 0``).
-    - ``max_change``: one decision never changes the LR by more than this factor (default 10, a staircase step).
-      The paper's only bound is Eq. 3, which for Adam at LR 1e-3 still allows a 60x increase; ``inf`` disables it.
-    - Loss-drop rate per optimizer step; the relative test's reference is the first window of training (a later
-      increase in the explore phase is not a new reference); at the first saturation the absolute threshold is the
-      drop rate of that moment, or, if that rate is not positive, the relative threshold's value.
-    - Rollback applies to exploit-phase changes (explore increases are exploration the paper wants even when the
-      loss does not improve). A change made right after a rollback is final, so training cannot loop. Like
-      AutoWU's rollback, time is not rewound: the step count and the data order go on.
-    - Probe mode ``train`` (default): the loss the optimizer minimises (BatchNorm on batch statistics), as an
-      optimizer wrapper calling the training closure would; dropout draws the *same* masks for every ``eps`` on a
-      given mini-batch (the "same superbatch" principle applied to dropout noise). ``eval`` evaluates with running
-      statistics and no dropout. Either way the parameters, buffers (BatchNorm statistics), module modes and the
-      global RNGs (CPU and the model's GPUs) are exactly as before each check.
-    - The superbatch is the first ``superbatch`` mini-batches of a fresh ``batches()`` iterator (fewer if it ends
-      sooner; the count used is in ``history``). A check's passes each start a fresh iterator but every ``eps`` of
-      a pass sees the same mini-batch, since all settings are evaluated on a mini-batch before the next is drawn.
-    - Distributed: each rank probes its own mini-batches; the losses are averaged across ranks (one all-reduce per
-      pass), so every rank takes the same decision. The step direction is each rank's own (identical under DDP).
-
-    Memory: between checks one copy of the parameters (the window start, on their device); during a check two more
-    (``theta_t`` and ``d``). A pending rollback keeps the model and optimizer state in host memory. ``state_dict``
-    holds the window start and any pending rollback snapshot (exact resume).
-
-    Cost: ``extra_forward_passes`` counts AutoLR's mini-batch forwards; ``overhead`` is that over the training
-    forwards (``forwards_per_step`` per optimizer step, e.g. the accumulation steps), ``compute_overhead`` over the
-    training compute counting a backward as two forwards (Appendix C's accounting, <= 16.6% on CIFAR-10).
-
-    Args:
-        optimizer: the optimizer (group 0's LR is the seed LR).
-        steps_per_epoch, total_epochs: the budget, in optimizer steps per epoch and epochs.
-        model: the trained module (its parameters are perturbed and restored in place).
-        loss_fn: ``loss_fn(model, inputs, targets) -> 0-d loss``: the training loss, with its autocast.
-        batches: ``batches() -> iterator of (inputs, targets)`` training mini-batches on the model's device.
-        explore_epochs: explore length in epochs, may be fractional (default ``0.2 * total_epochs``, Table 8's
-            10/50 for (Fashion-)MNIST; the paper uses 20-30% of the budget).
-        recompute_window: optimizer steps between checks (default ``steps_per_epoch // 2``, Appendix C).
-        n_eps: loss samples per fit (>= 3; Appendix C uses 5).
-        superbatch: mini-batches averaged per loss (Section 2.2 and Appendix B: 100).
-        eps_threshold: ``r`` of Eq. 3 (Table 8: 1e-3 for MNIST, Fashion-MNIST and ImageNet, 5e-3 for CIFAR-10).
-        saturation_threshold: the relative saturation threshold (Table 8: 100 for MNIST, Fashion-MNIST and
-            CIFAR-10, 500 for ImageNet).
-        eps_span, max_change, probe_mode: see the choices above.
-        forwards_per_step: training forward passes per optimizer step (for ``overhead``).
-        seed: seeds the dropout masks of the probes (the training RNG is untouched).
-        process_group: for DDP; by default the global group when ``torch.distributed`` is initialised.
-    """
+    """AutoLR as an LR scheduler: call ``step()`` once after every ``optimizer.step()``. The module docstring has
+    the method, the choices where the paper is silent and every argument."""
 
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, total_epochs: int, *, model: nn.Module,
                  loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
@@ -154,6 +154,7 @@ class AutoLR(StepScheduler):
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         if not self.params:
             raise ValueError("the optimizer has no parameters")
+        self.probe = Probe(model, self.params, loss_fn, batches, self.superbatch, probe_mode, self.seed, process_group)
         # State (all of it in state_dict).
         self.lr = self.base_lrs[0]
         self.window_start = [p.detach().clone() for p in self.params]
@@ -164,7 +165,6 @@ class AutoLR(StepScheduler):
         self.final_next = False  # the next change is not rolled back (set by a rollback)
         self.postponed = False  # the check's optimizer step was skipped (e.g. AMP overflow): check at the next step
         self.n_checks = 0
-        self.extra_forward_passes = 0
         self.history: list[dict] = []
         # Transient: theta_{t-1}, copied just before the optimizer step that ends a window.
         self._prev: Optional[list[Tensor]] = None
@@ -179,6 +179,11 @@ class AutoLR(StepScheduler):
     @property
     def phase(self) -> str:
         return "explore" if self.last_epoch < self.explore_steps else "exploit"
+
+    @property
+    def extra_forward_passes(self) -> int:
+        """AutoLR's mini-batch forwards so far."""
+        return self.probe.extra_forward_passes
 
     @property
     def overhead(self) -> float:
@@ -234,11 +239,11 @@ class AutoLR(StepScheduler):
         passes_before = self.extra_forward_passes
         if phase == "explore":  # one pass: window start and the eps grid (+ eps = 0 if not on it)
             settings: list[Any] = [START] + grid + ([] if 0.0 in grid else [0.0])
-            losses, used = self._probe(settings, cur, d)
+            losses, used = self.probe(settings, self.window_start, cur, d, self.n_checks)
             l_start, l_now = losses[0], losses[settings.index(0.0)]
             fit = (grid, losses[1:1 + len(grid)])
         else:
-            (l_start, l_now), used = self._probe([START, 0.0], cur, d)
+            (l_start, l_now), used = self.probe([START, 0.0], self.window_start, cur, d, self.n_checks)
             fit = None
         rate = (l_start - l_now) / steps
         if self.rate_ref is None:  # the first window of training: the relative test's reference
@@ -256,7 +261,7 @@ class AutoLR(StepScheduler):
                 return
         saturated = self._saturation(rate, entry) if phase == "exploit" else False
         if phase == "exploit" and saturated:
-            losses, used2 = self._probe(grid, cur, d)
+            losses, used2 = self.probe(grid, self.window_start, cur, d, self.n_checks)
             fit = (grid, losses)
             entry["superbatch_used_fit"] = used2
         if fit is not None:
@@ -327,76 +332,6 @@ class AutoLR(StepScheduler):
         self.lr = pending["lr_before"]
         self.final_next = True
 
-    # -- the probe: losses of several parameter settings on one superbatch --------------------------------------
-    def _probe(self, settings: list[Any], cur: list[Tensor], d: list[Tensor]) -> tuple[list[float], int]:
-        """Mean loss over the superbatch for each setting (``START``: the window start; a float ``eps``:
-        ``theta_t - eps d``), every setting on each mini-batch before the next is drawn. Leaves parameters,
-        buffers, module modes and the global RNGs as they were."""
-        sums: Optional[Tensor] = None
-        used = 0
-        with self._probe_context() as seed_batch, torch.no_grad():
-            try:
-                for inputs, targets in self._superbatch():
-                    row = []
-                    for s in settings:
-                        src = self.window_start if s is START else cur
-                        for p, c in zip(self.params, src):
-                            p.copy_(c)
-                        if s is not START and s != 0.0:
-                            for p, di in zip(self.params, d):
-                                p.add_(di, alpha=-s)
-                        seed_batch(used)  # same dropout masks for every setting on this mini-batch
-                        row.append(self.loss_fn(self.model, inputs, targets).detach().double().reshape(()))
-                    row_t = torch.stack(row)
-                    sums = row_t if sums is None else sums + row_t
-                    used += 1
-            finally:  # also when loss_fn or batches() raises: the model keeps the weights it had
-                for p, c in zip(self.params, cur):
-                    p.copy_(c)
-        if used == 0:
-            raise ValueError("AutoLR: batches() yielded no mini-batch; it must return an iterator over training "
-                             "mini-batches (inputs, targets) on the model's device")
-        self.extra_forward_passes += used * len(settings)
-        means = self._all_reduce_mean(sums / used)
-        return [float(v) if math.isfinite(v) else math.nan for v in means.double().cpu().tolist()], used
-
-    def _superbatch(self) -> Iterator[tuple[Tensor, Tensor]]:
-        it = iter(self.batches())
-        for _ in range(self.superbatch):
-            try:
-                yield next(it)
-            except StopIteration:
-                return
-
-    @contextmanager
-    def _probe_context(self):
-        """Save module modes, buffers and the RNGs (CPU and the model's GPUs); yield ``seed_batch(i)`` that seeds
-        the probe's dropout for mini-batch ``i``; restore everything afterwards."""
-        modes = [(m, m.training) for m in self.model.modules()]
-        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
-        gpus = sorted({p.device.index or 0 for p in self.params if p.device.type == "cuda"})
-        base = self.seed * 1_000_003 + self.n_checks * 10_007
-
-        def seed_batch(i: int) -> None:
-            torch.default_generator.manual_seed(base + i)
-            for g in gpus:
-                torch.cuda.default_generators[g].manual_seed(base + i)
-
-        if self.probe_mode == "eval":
-            self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=gpus):
-                yield seed_batch
-        finally:
-            with torch.no_grad():
-                for b, saved in buffers:
-                    b.copy_(saved)
-            for m, training in modes:
-                m.training = training
-
-    def _all_reduce_mean(self, values: Tensor) -> Tensor:
-        return mean_over_ranks(values, self.process_group)
-
     # -- checkpointing -------------------------------------------------------------------------------------------
     def _config(self) -> dict:
         return {**super()._config(), "explore_steps": self.explore_steps, "recompute_window": self.recompute_window,
@@ -430,7 +365,7 @@ class AutoLR(StepScheduler):
         self.final_next = bool(state_dict["final_next"])
         self.postponed = bool(state_dict["postponed"])
         self.n_checks = int(state_dict["n_checks"])
-        self.extra_forward_passes = int(state_dict["extra_forward_passes"])
+        self.probe.extra_forward_passes = int(state_dict["extra_forward_passes"])
         self.history = copy.deepcopy(state_dict["history"])
         self._prev, self._prev_step = None, -1
         self._apply_lr(self.lr)
