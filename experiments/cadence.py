@@ -27,30 +27,26 @@ smoothed by a centred moving average over one epoch (at least 3 steps). Syntheti
 from __future__ import annotations
 
 import os
+import argparse
+import csv
+import glob
+import json
+import math
+import multiprocessing
+import shutil
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Optional
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core per worker
-    os.environ.setdefault(_var, "1")
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import multiprocessing  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-import zlib  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Optional  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from autowu import AutoWU
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from autowu import AutoWU  # noqa: E402
 
 WARMUPS_DIR = os.path.join(ROOT, "results", "cadence", "warmups")
 EPOCHS, RHO_W = 32, 0.5  # the 32-epoch table: W = 16 epochs of warmup

@@ -31,15 +31,13 @@ import sys
 from collections import defaultdict
 from typing import Any, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand,  # noqa: E402
-                   get_train_parser, load_table, steps_per_epoch)
+from framework.io import read_steps
+
+from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand, get_train_parser,
+                     load_table, steps_per_epoch)
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
 FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
-if ROOT not in sys.path:  # framework/ (the one steps.csv reader)
-    sys.path.insert(0, ROOT)
-from framework.io import read_steps  # noqa: E402
 
 
 def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, Optional[float], str]]:

@@ -25,12 +25,10 @@ from typing import Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table  # noqa: E402
-from sweep import steps_per_epoch as run_steps_per_epoch  # noqa: E402
-if ROOT not in sys.path:  # framework/ (the one steps.csv reader)
-    sys.path.insert(0, ROOT)
-from framework.io import read_steps as read_step_columns  # noqa: E402
+from framework.io import read_steps as read_step_columns
+
+from .tables import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table
+from .tables import steps_per_epoch as run_steps_per_epoch
 
 MAX_POINTS = 400
 
@@ -191,7 +189,7 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from collect import decay_start, read_result  # one home for "the LR a run decayed from"
+    from .collect import decay_start, read_result  # one home for "the LR a run decayed from"
 
     batch = {c.key: c.overrides.get("batch-size") for c in block.columns}
     if not all(isinstance(b, int) for b in batch.values()):
@@ -249,7 +247,7 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from collect import decay_start, grid_axes, is_number, read_result
+    from .collect import decay_start, grid_axes, is_number, read_result
 
     axes = grid_axes(block)
     if axes is None:

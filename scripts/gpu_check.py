@@ -404,7 +404,7 @@ def _pack_runs(table_dir: Path, dest: Path) -> int:
 def check_sweep(ctx: Ctx) -> dict:
     opts = ctx.opts
     table = opts.table
-    sweep = _load_script("sweep")
+    from experiments import sweep
     try:
         spec = sweep.load_table(table)
     except sweep.TableError as e:

@@ -154,16 +154,9 @@ def test_benchmark_amortises_the_test_over_test_every_steps():
 
 
 def test_cadence_study_reads_every_patience_off_one_pass_sequence(monkeypatch):
-    """scripts/cadence_study.py runs each curve once with a patience that never completes; the switch it then
+    """experiments/cadence.py runs each curve once with a patience that never completes; the switch it then
     reads off for patience p must be AutoWU's own with that patience."""
-    import importlib.util
-    import sys
-
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("cadence_study", ROOT / "scripts" / "cadence_study.py")
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "cadence_study", study)  # its dataclass looks its module up
-    spec.loader.exec_module(study)
+    from experiments import cadence as study
     x = np.arange(64) / 64
     loss = (x - 0.6) ** 2 * 8 + 0.05 * np.random.default_rng(0).standard_normal(64)
     curve = study.Curve("u", "u", "synthetic", loss, steps_per_epoch=8, warmup_steps=64, t_min=0.6 * 64)
@@ -182,16 +175,11 @@ def test_cadence_study_reads_every_patience_off_one_pass_sequence(monkeypatch):
 def test_imported_recording_keeps_its_settings_and_only_the_warmup(monkeypatch, tmp_path):
     """A recorded warmup enters the study with the run's full settings beside it (a resumed recording's env.json
     holds only the resume's command line) and only its warmup steps; a curve shorter than two epochs is skipped."""
-    import importlib.util
     import json
-    import sys
 
     import yaml
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("cadence_study", ROOT / "scripts" / "cadence_study.py")
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "cadence_study", study)
-    spec.loader.exec_module(study)
+
+    from experiments import cadence as study
     settings = {"batch-size": 128, "train-subset": 2048, "epochs": 9, "autowu-rho-w": 0.888899, "opt": "lamb",
                 "model": "fmnist_cnn", "dataset": "fashion_mnist", "seed": 0}
     for name, steps in (("rec", 144), ("short", 20)):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,10 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import collect  # noqa: E402
-import plot  # noqa: E402
-import sweep  # noqa: E402
+from experiments import collect, plot, sweep  # noqa: E402
 
 
 def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, status: str = "finished",

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import sweep  # noqa: E402
+from experiments import sweep  # noqa: E402
 
 BASES = sorted((ROOT / "configs").glob("*.yaml"))
 TABLES = sorted((ROOT / "configs" / "tables").glob("*.yaml"))

@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import collect  # noqa: E402
-import plot  # noqa: E402
+from experiments import collect, plot, sweep  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))  # run_summary: a per-run command, not part of the package
 import run_summary  # noqa: E402
-import sweep  # noqa: E402
 
 BASE = "configs/fashion_mnist_resnet.yaml"
 
@@ -57,8 +56,9 @@ def write_run(out: Path, top1, *, steps_per_epoch: int = 50, epochs: int = 40, s
     (out / "args.yaml").write_text("epochs: %d\n" % epochs)
     (out / "env.json").write_text(json.dumps({"git_commit": "abc"}))
     (out / "last.pt").write_bytes(b"\0" * 1000)
-    config = {"sched": "autowu-cos" if switch else "baseline", "epochs": epochs, "autowu_eta_min": 1e-5,
-              "autowu_eta_max": 1.0, "autowu_rho_w": 0.5, "autowu_warmup": "exp"}
+    # the settings collect reads the overshoot off, as the tables here ask them
+    config = {"epochs": epochs, "autowu_eta_min": 1e-5, "autowu_eta_max": 1.0, "autowu_rho_w": 0.5,
+              "autowu_warmup": "exp"}
     result = {"status": status, "final_top1": top1, "switch": switch, "wall_time_s": 60.0, "epochs": epochs,
               "steps": total, "hardware": "1x cpu (test)", "config": config}
     (out / "results.json").write_text(json.dumps(result))
@@ -151,7 +151,7 @@ def test_paper_beside_shows_differences_to_the_baseline(tmp_path):
     paper.write_text("source,block,row,column,top1,top1_std\nT,c10,baseline,256,96.0,\nT,c10,autowu-cos,256,95.5,\n")
     path = tmp_path / "tbl.yaml"
     path.write_text(f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{baseline: {{}}, autowu-cos: {{}}}}\n"
-                    f"paper-beside: {{csv: {paper}, block: c10, label: CIFAR}}\n")
+                    f"overrides: {{epochs: 40}}\npaper-beside: {{csv: {paper}, block: c10, label: CIFAR}}\n")
     table = sweep.load_table(str(path))
     write_run(tmp_path / "runs" / "tbl" / "baseline_b256_s0", 90.0)
     write_run(tmp_path / "runs" / "tbl" / "autowu-cos_b256_s0", 91.0, switch_step=900)
@@ -248,7 +248,7 @@ def test_export_writes_compact_records_that_count_as_done_and_rebuild_the_page(t
     steps = plot.read_steps(sweep.expand(table, str(records))[0])
     assert steps["steps_per_epoch"] == 1170 and len(steps["lr"]) == len(rows)
     # a later sweep on another machine: the committed records count as done
-    monkeypatch.setattr(sweep, "RECORDS_DIR", str(records))
+    monkeypatch.setattr(sweep.tables, "RECORDS_DIR", str(records))  # where Run.record looks
     assert sweep.main([table.path, "--dry-run", "--runs-dir", str(tmp_path / "elsewhere")]) == 0
     assert "12 runs, 2 done, 10 pending" in capsys.readouterr().out
 

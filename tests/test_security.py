@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_inprocess
+from conftest import TINY, run_inprocess
 
 from framework import datasets as fdata
 from framework.checkpoint import CheckpointError, load_checkpoint, load_resumable, previous_path
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import sweep  # noqa: E402
+from experiments import sweep  # noqa: E402
 
 
 class Payload:

@@ -1,0 +1,413 @@
+"""Table definitions (configs/tables/*.yaml) expanded into runs: each run's directory, its train.py command line,
+whether it is finished, failed or stale.
+
+Table definition format (one YAML per paper table or figure; keys below, all but ``title``/``base``/``rows``/``columns``
+optional; ``blocks`` repeats the per-block keys for tables with several dataset blocks, like the paper's Table 1):
+
+    title: "Table 1 (AdamP) ..."             # shown above the collected table
+    caption: "..."                           # shown below it (reductions, notes)
+    paper: results/paper/table1.csv          # the paper's numbers: source,block,row,column,top1,top1_std
+    metric: final_top1                       # key of results.json reported in the cells
+    base: configs/cifar10_resnet18.yaml      # base config (train.py --config)
+    seeds: [0, 1, 2]
+    column-header: Batch size
+    columns: [256, 1024]                     # batch sizes, or a mapping {label: {flag: value, ...}}
+    rows: {baseline: {sched: baseline}, autowu-cos: {sched: autowu-cos}}
+    overrides: {epochs: 10}                  # flags for every run of the table (or block)
+    cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
+    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default; a grid table (columns set lr,
+                                             # rows warmup-epochs) takes {mark: TABLE}: TABLE's AutoWU runs are
+                                             # marked on its figure (plot.py --mark's default)
+    paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
+    blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
+
+Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES_DIR = os.path.join(ROOT, "configs", "tables")
+BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside"}
+RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (experiments/records.py)
+NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
+
+
+class TableError(ValueError):
+    """A table definition that cannot be expanded: the message names the file, the key and what to do."""
+
+
+class ResultsError(ValueError):
+    """A results.json that exists but cannot be used (not JSON, not an object): the message names the file."""
+
+
+def read_results(path: str) -> Optional[dict]:
+    """The results.json at ``path`` as a dict; None when there is none. Raises :class:`ResultsError` naming the file
+    when it is empty, truncated, not JSON or not an object (a run cut while writing it, or a damaged copy)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ResultsError(f"{path}: not valid JSON ({'empty file' if not text.strip() else e})") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def steps_per_epoch(result: Optional[dict], epochs_of_rows: list[int]) -> int:
+    """Optimizer steps per epoch of a run: from results.json (``steps / epochs``) when it has both, else the
+    largest count of steps.csv rows in one epoch (exact only for an undecimated steps.csv)."""
+    if result and result.get("epochs") and result.get("steps"):
+        return max(1, round(float(result["steps"]) / float(result["epochs"])))
+    return max(collections.Counter(epochs_of_rows).values()) if epochs_of_rows else 1
+
+
+@dataclass
+class Column:
+    key: str                 # as in the paper CSV's `column` field ("1024", "lr0.008")
+    header: str              # as printed in the table ("1K", "lr0.008")
+    dirname: str             # part of the run directory ("b1024", "lr0.008")
+    overrides: dict
+
+
+@dataclass
+class Block:
+    name: str                # "" for a table without blocks
+    label: str
+    base: str
+    seeds: list[int]
+    columns: list[Column]
+    column_header: str
+    rows: dict[str, dict]
+    overrides: dict
+    cells: dict[str, dict]
+    figure_rows: list[str]
+    figure_mark: Optional[str] = None  # a grid's figure marks this table's AutoWU runs (plot.py --mark)
+
+
+@dataclass
+class Table:
+    name: str
+    path: str
+    title: str
+    caption: str
+    paper: Optional[str]
+    metric: str
+    blocks: list[Block]
+    paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
+
+
+@dataclass
+class Run:
+    table: str
+    block: str
+    row: str
+    column: str
+    seed: int
+    config: str
+    overrides: dict = field(default_factory=dict)   # flag -> value, batch-size included
+    output: str = ""
+    expected: dict = field(default_factory=dict)    # resolved values results.json must record (check_runs)
+
+    @property
+    def name(self) -> str:
+        return "/".join(p for p in (self.table, self.block, os.path.basename(self.output)) if p)
+
+    @property
+    def record(self) -> str:
+        """Where this run's compact record lives in the repository: ``results/runs/<table>/[<block>/]<run>``."""
+        return os.path.join(RECORDS_DIR, self.table, self.block, os.path.basename(self.output))
+
+    @property
+    def results_path(self) -> str:
+        """The run directory's results.json, or the committed record's when only the record exists."""
+        own = os.path.join(ROOT, self.output, "results.json")
+        rec = os.path.join(ROOT, self.record, "results.json")
+        return rec if not os.path.exists(own) and os.path.exists(rec) else own
+
+    def results(self) -> Optional[dict]:
+        """results.json as a dict; None if absent; :class:`ResultsError` (naming the file) if unreadable."""
+        return read_results(self.results_path)
+
+    @property
+    def done(self) -> bool:
+        """Finished: a readable results.json in the run directory or in the committed record. An unreadable one
+        (empty, truncated) is a failed run: it is run again (train.py resumes from last.pt)."""
+        try:
+            return self.results() is not None
+        except ResultsError:
+            return False
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why an existing results.json does not count (the file and the reason), else None."""
+        try:
+            self.results()
+        except ResultsError as e:
+            return str(e)
+        return None
+
+    def stale(self) -> list[str]:
+        """The settings in which a finished run differs from what its command line now fixes (``flag: ran ->
+        wanted``): the table or its base config changed since it ran. Empty for a pending run or one without a
+        recorded config."""
+        try:
+            ran = (self.results() or {}).get("config") or {}
+        except ResultsError:
+            return []
+        if not isinstance(ran, dict):
+            return []
+        norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples vs lists)
+        return [f"{k.replace('_', '-')}: {ran[k]!r} -> {v!r}" for k, v in self.expected.items()
+                if k in ran and norm(ran[k]) != norm(v)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# table definitions
+
+def table_path(name_or_path: str) -> str:
+    """``table1`` -> ``configs/tables/table1.yaml``; a path is returned as is."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    path = os.path.join(TABLES_DIR, name_or_path + ".yaml")
+    if not os.path.isfile(path):
+        known = sorted(f[:-5] for f in os.listdir(TABLES_DIR) if f.endswith(".yaml")) if os.path.isdir(TABLES_DIR) else []
+        raise TableError(f"no table {name_or_path!r}: neither a file nor configs/tables/{name_or_path}.yaml; "
+                         f"known tables: {', '.join(known)}")
+    return path
+
+
+def batch_header(b: int) -> str:
+    """1024 -> '1K', 16384 -> '16K', 256 -> '256' (the paper's column headers)."""
+    return f"{b // 1024}K" if b >= 1024 and b % 1024 == 0 else str(b)
+
+
+def _mapping(value: Any, what: str, path: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TableError(f"{path}: {what} must be a mapping of train.py flags to values, got {value!r}")
+    return {str(k).replace("_", "-"): v for k, v in value.items()}
+
+
+def _columns(value: Any, path: str) -> list[Column]:
+    if isinstance(value, list) and value and all(isinstance(b, int) and not isinstance(b, bool) and b > 0
+                                                 for b in value):
+        return [Column(str(b), batch_header(b), f"b{b}", {"batch-size": b}) for b in value]
+    if isinstance(value, dict) and value:
+        return [Column(str(k), str(k), str(k), _mapping(v, f"column {k!r}", path)) for k, v in value.items()]
+    raise TableError(f"{path}: columns must be a non-empty list of batch sizes (e.g. [256, 1024]) or a mapping "
+                     f"{{label: {{flag: value}}}}, got {value!r}")
+
+
+def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
+    merged = {**defaults, **spec}
+    where = f"{path} (block {name!r})" if name else path
+    unknown = set(spec) - BLOCK_KEYS
+    if unknown:
+        raise TableError(f"{where}: unknown key(s) {sorted(unknown)}; a block takes {sorted(BLOCK_KEYS)}")
+    for key in ("base", "rows", "columns"):
+        if key not in merged:
+            raise TableError(f"{where}: missing {key!r}")
+    base = merged["base"]
+    if not os.path.isfile(os.path.join(ROOT, base)):
+        raise TableError(f"{where}: base config {base!r} does not exist (paths are relative to the repository root)")
+    seeds = merged.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise TableError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    rows = merged["rows"]
+    if not isinstance(rows, dict) or not rows:
+        raise TableError(f"{where}: rows must be a non-empty mapping {{row name: {{flag: value}}}}")
+    rows = {str(r): _mapping(o, f"row {r!r}", where) for r, o in rows.items()}
+    columns = _columns(merged["columns"], where)
+    for what, names in (("row", list(rows)), ("column", [c.key for c in columns]), ("block", [name] if name else [])):
+        for n in names:
+            if not NAME_OK.fullmatch(n):
+                raise TableError(f"{where}: {what} name {n!r} cannot name a run directory (it must be letters, "
+                                 "digits and _.+- only: a '/' would put two runs' records in one place)")
+    cells = {}
+    for key, o in (merged.get("cells") or {}).items():
+        row, _, col = str(key).partition("/")
+        if row not in rows or col not in [c.key for c in columns]:
+            raise TableError(f"{where}: cell {key!r} must be 'row/column' with a row in {list(rows)} and a column "
+                             f"in {[c.key for c in columns]}")
+        cells[str(key)] = _mapping(o, f"cell {key!r}", where)
+    figure = merged.get("figure") or {}
+    if not isinstance(figure, dict):
+        raise TableError(f"{where}: figure must be a mapping {{rows: [row, ...], mark: TABLE}}, got {figure!r}")
+    unknown = set(figure) - {"rows", "mark"}
+    if unknown:
+        raise TableError(f"{where}: figure takes rows and mark; unknown {sorted(unknown)}")
+    figure_rows = figure.get("rows", list(rows))
+    for r in figure_rows:
+        if r not in rows:
+            raise TableError(f"{where}: figure row {r!r} is not one of the rows {list(rows)}")
+    mark = figure.get("mark")
+    if mark is not None:
+        try:
+            table_path(str(mark))  # a name or a path, as plot.py --mark takes it
+        except TableError as e:
+            raise TableError(f"{where}: figure mark {mark!r}: {e}") from None
+    return Block(name=name, label=str(merged.get("label", name)), base=base, seeds=seeds, columns=columns,
+                 column_header=str(merged.get("column-header", "Batch size")), rows=rows,
+                 overrides=_mapping(merged.get("overrides"), "overrides", where), cells=cells,
+                 figure_rows=list(figure_rows), figure_mark=None if mark is None else str(mark))
+
+
+def load_table(name_or_path: str) -> Table:
+    """Read and check a table definition (format in this module's docstring)."""
+    path = table_path(name_or_path)
+    with open(path) as f:
+        try:
+            spec = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise TableError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise TableError(f"{path}: a table definition is a mapping (see scripts/sweep.py's docstring)")
+    spec = {str(k).replace("_", "-"): v for k, v in spec.items()}
+    unknown = set(spec) - TABLE_KEYS
+    if unknown:
+        raise TableError(f"{path}: unknown key(s) {sorted(unknown)}; a table takes {sorted(TABLE_KEYS)}")
+    if "title" not in spec:
+        raise TableError(f"{path}: missing 'title'")
+    paper = spec.get("paper")
+    if paper is not None and not os.path.isfile(os.path.join(ROOT, paper)):
+        raise TableError(f"{path}: paper numbers {paper!r} do not exist")
+    defaults = {k: v for k, v in spec.items() if k in BLOCK_KEYS}
+    blocks_spec = spec.get("blocks")
+    if blocks_spec is None:
+        blocks = [_block("", {}, defaults, path)]
+    elif isinstance(blocks_spec, dict) and blocks_spec:
+        blocks = [_block(str(n), {str(k).replace("_", "-"): v for k, v in (b or {}).items()}, defaults, path)
+                  for n, b in blocks_spec.items()]
+    else:
+        raise TableError(f"{path}: blocks must be a non-empty mapping {{block name: {{...}}}}")
+    beside = spec.get("paper-beside")
+    if beside is not None:
+        if not (isinstance(beside, dict) and isinstance(beside.get("csv"), str)
+                and os.path.isfile(os.path.join(ROOT, beside["csv"]))):
+            raise TableError(f"{path}: paper-beside must be a mapping with csv: an existing results/paper/*.csv "
+                             f"(and optionally block, label, baseline), got {beside!r}")
+        unknown = set(beside) - {"csv", "block", "label", "baseline"}
+        if unknown:
+            raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
+                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks, paper_beside=beside)
+
+
+def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
+           columns: Optional[list[str]] = None, seeds: Optional[list[int]] = None) -> list[Run]:
+    """Every run of ``table`` (optionally filtered), in table order: block, row, column, seed.
+
+    Overrides merge as base YAML < table/block ``overrides`` < column < row < cell, so a cell wins.
+    """
+    runs = []
+    for block in table.blocks:
+        if blocks and block.name not in blocks:
+            continue
+        for row, row_over in block.rows.items():
+            if rows and row not in rows:
+                continue
+            for col in block.columns:
+                if columns and col.key not in columns and col.header not in columns:
+                    continue
+                over = {**block.overrides, **col.overrides, **row_over, **block.cells.get(f"{row}/{col.key}", {})}
+                for seed in block.seeds:
+                    if seeds is not None and seed not in seeds:
+                        continue
+                    out = os.path.join(runs_dir, table.name, block.name, f"{row}_{col.dirname}_s{seed}")
+                    runs.append(Run(table.name, block.name, row, col.key, seed, block.base, over,
+                                    os.path.normpath(out)))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command lines
+
+def get_train_parser() -> argparse.ArgumentParser:
+    """train.py's own parser (the single source of flag names, types and boolean styles)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    import train  # noqa: E402  (repository root)
+    return train.get_args_parser()
+
+
+def flag_tokens(parser: argparse.ArgumentParser, key: str, value: Any) -> list[str]:
+    """``('autowu-rollback', True)`` -> ``['--autowu-rollback']``, ``('opt-betas', [0.9, 0.999])`` ->
+    ``['--opt-betas', '0.9', '0.999']``, following the flag's argparse action."""
+    flag = "--" + key
+    actions = {opt: a for a in parser._actions for opt in a.option_strings}
+    action = actions.get(flag)
+    if action is None:
+        raise TableError(f"unknown train.py flag {key!r}; see `python train.py --help`")
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise TableError(f"flag {key!r} takes true/false, got {value!r}")
+        return [flag if value else "--no-" + key]
+    if isinstance(action, argparse._StoreTrueAction):
+        if value is not True:
+            raise TableError(f"flag {key!r} can only be switched on (true) from the command line, got {value!r}")
+        return [flag]
+    if isinstance(value, dict):
+        return [flag, yaml.safe_dump(value, default_flow_style=True).strip()]
+    if isinstance(value, (list, tuple)):
+        return [flag] + [str(v) for v in value]
+    return [flag, str(value)]
+
+
+def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[str]] = None) -> list[str]:
+    """train.py's arguments for ``run``: ``--config BASE --output DIR --seed S --batch-size B ...``."""
+    argv = ["--config", run.config, "--output", run.output, "--seed", str(run.seed)]
+    for key, value in run.overrides.items():
+        argv += flag_tokens(parser, key, value)
+    return argv + list(extra or [])
+
+
+# Flags that change how fast a run goes or where it reads and writes, never its result: a finished run that differs
+# from the table only in these is not stale (they may also be given after `--`). The settings a resume may change
+# (framework.runspec.RESUME_MAY_CHANGE), plus the device and the input pipeline's place, which a table leaves to the
+# machine that runs it, and the flags that are not part of a run's config.
+NOT_IDENTITY_EXTRA = {"gpu_data", "device", "config", "local_rank", "dist_timeout"}
+
+
+def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
+    """Parse every run's command line with train.py's parser (flag names, types, choices); raise on the first bad one.
+    Records in ``run.expected`` the values the run's command line fixes (for ``Run.stale``)."""
+    from framework.config import ConfigError, parse_args  # noqa: E402  (get_train_parser put ROOT on sys.path)
+    from framework.runspec import RESUME_MAY_CHANGE  # noqa: E402
+    not_identity = RESUME_MAY_CHANGE | NOT_IDENTITY_EXTRA
+    for run in runs:
+        argv = train_argv(run, parser)
+        cwd = os.getcwd()
+        try:
+            os.chdir(ROOT)
+            ns = parse_args(parser, argv)
+        except SystemExit:
+            raise TableError(f"run {run.name}: train.py rejects {shlex.join(argv)} (message above)") from None
+        except ConfigError as e:
+            raise TableError(f"run {run.name}: {e}") from None
+        finally:
+            os.chdir(cwd)
+        # every setting the base config and the table fix (train.py fills the unset ones, None here, itself)
+        run.expected = {k: v for k, v in vars(ns).items() if k not in not_identity and v is not None}
+
+
