@@ -29,17 +29,18 @@ from torch import nn
 
 import autowu
 from framework.batch import BatchSplit
-from framework.checkpoint import (CheckpointError, discard_checkpoints, load_resumable, resume_path, rng_state,
-                                  run_files, save_checkpoint, seed_everything, set_rng_state)
+from framework.checkpoint import (CheckpointError, discard_checkpoints, load_resumable, resume_path, run_files,
+                                  save_checkpoint)
+from framework.seeding import epoch_seed, rng_state, seed_everything, set_rng_state
 from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.data import build_data
+from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import DistInfo, Heartbeat, any_rank, barrier, cleanup, init_distributed
-from framework.engine import AmpGrad, StopFlag, TrainStats, build_loss, evaluate, probe_loss, train_one_epoch
+from framework.engine import AmpGrad, StopFlag, TrainStats, evaluate, train_one_epoch
 from framework.logger import RunLogger
 from framework.models import build_model
-from framework.optim import (OPT_DEFAULTS, check_schedule, create_optimizer, create_schedule, parameters_finite,
-                             resolve_optimizer_defaults)
+from framework.optim import OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults
 from framework.rundir import lock_run_dir
 from framework.runspec import Position, check_resume, thread_change
 from framework.validate import check_args, data_source
@@ -404,20 +405,16 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
                 f"{args.epochs} epochs; {args.opt} + {args.sched} (lr {args.lr:.4g}); device {info.device}")
 
     model, amp = p.model, p.amp
-    optimizer = create_optimizer(args, model)
-    loss_fn = build_loss(args.label_smoothing)
-    schedule = autowu.schedule_entry(args.sched)
-    probe = data.new_train_loader() if schedule.needs_probe else None  # its own loader (epoch-0 order): probing
-    # never disturbs the training iterator
+    probe = data.new_train_loader() if autowu.schedule_entry(args.sched).needs_probe else None  # its own loader
+    # (epoch-0 order): probing never disturbs the training iterator
 
     def probe_batches():
         for x, y in probe:
             yield x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
 
-    scheduler = create_schedule(args, optimizer, model, data.steps_per_epoch, loss_fn=probe_loss(amp, loss_fn),
-                                batches=probe_batches, forwards_per_step=split.accum_steps)
-    if not temp_output:
-        schedule.attach_run_dir(scheduler, args.output)  # AutoWU's rollback snapshots: files, written once
+    parts = wire_training(args, model, amp, data.steps_per_epoch, probe_batches=probe_batches,
+                          forwards_per_step=split.accum_steps, run_dir=None if temp_output else args.output)
+    optimizer, loss_fn, scheduler, schedule = parts.optimizer, parts.loss_fn, parts.scheduler, parts.schedule
     return Run(args, info, data, logger, model, model, optimizer, scheduler, schedule, amp, loss_fn, temp_output)
 
 
@@ -498,7 +495,7 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
         if start_batch and ckpt is not None and len(ckpt.get("rng_per_rank", [])) == info.world_size:
             set_rng_state(ckpt["rng_per_rank"][info.rank])  # mid-epoch resume: continue the same random stream
         else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
-            seed_everything(args.seed + 1_000_003 * (epoch + 1) + 7919 * info.rank + start_batch)
+            seed_everything(epoch_seed(args.seed, epoch, info.rank, start_batch))
         data.train.set_epoch(epoch, start_batch=start_batch)
         result = train_one_epoch(run.model, data.train, run.optimizer, run.scheduler, run.amp, run.loss_fn, pos,
                                  run.stats, split=data.split, steps_per_epoch=data.steps_per_epoch, info=info,
@@ -561,7 +558,7 @@ def finish(run: Run, status: str) -> None:
         status = "diverged"
         run.logger.warning("the weights are not finite at the end of training: the run diverged")
     hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
-                else f"{info.world_size}x {cpu_model()}, {torch.get_num_threads()} threads ({platform.node()})")
+                else f"{info.world_size}x cpu: {cpu_model()}, {torch.get_num_threads()} threads ({platform.node()})")
     results = {"status": status, "config": config_dict(run.args), "final_top1": rec.final_top1,
                "final_top5": rec.final_top5, "best_top1": rec.best_top1, "best_top5": rec.best_top5,
                "best_epoch": rec.best_epoch, "switch": None, "wall_time_s": rec.elapsed_s, "epochs": pos.epoch,

@@ -1,41 +1,17 @@
-"""Augmentation and its randomness: seeds derived from ``(seed, epoch, sample or batch index)`` only (never from
-the global RNGs, the worker count or where a run resumed), per-sample transforms (torchvision / timm), and timm's
-Mixup/CutMix. The batched (whole micro-batch at once) augmentation is framework/gpu_data.py.
+"""Per-sample augmentation (torchvision / timm transforms) and timm's Mixup/CutMix; their seeds come from
+framework/seeding.py. The batched (whole micro-batch at once) augmentation is framework/gpu_data.py.
 """
 from __future__ import annotations
 
 import argparse
-import random
-from contextlib import contextmanager
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
+
+from .seeding import seeded_rngs
 
 DEIT_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"  # Touvron et al. 2020, the ViT-S/16 recipe of Appendix B
 
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (NumPy's SeedSequence hash)."""
-    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-@contextmanager
-def seeded_rngs(seed: int, restore: bool = True):
-    """Run a block with Python's, NumPy's and torch's CPU generators seeded from ``seed``: library transforms
-    (torchvision, timm) and timm's Mixup draw from those global generators. ``restore``: put the caller's states back
-    afterwards (needed in the training process; DataLoader workers own their generators and skip the cost)."""
-    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if restore else None
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds every device (slow)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
 
 def mixup_fn(args: argparse.Namespace, num_classes: int) -> Optional[Any]:
     """timm ``Mixup`` (mixup alpha ``--mixup``, CutMix alpha ``--cutmix``, label smoothing folded into the soft

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import random
 import shutil
 import zipfile
 from typing import Any, Optional
@@ -52,36 +51,6 @@ LEGACY_NUMPY_GLOBALS = [np._core.multiarray._reconstruct, (np._core.multiarray._
 
 # what a checkpoint of train.py holds (a file without one of these cannot resume a run)
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "config")  # in every train.py checkpoint, old and new
-
-
-def rng_state() -> dict:
-    """Python, NumPy, torch CPU and (when a GPU is in use) CUDA generator states, as tensors and plain types."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    numpy_state = state["numpy"]
-    if isinstance(numpy_state, dict):  # the tuple of np.random.get_state() in checkpoints before weights_only
-        numpy_state = (numpy_state["bit_generator"], numpy_state["keys"].numpy().astype(np.uint32),
-                       numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
-    np.random.set_state(numpy_state)
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

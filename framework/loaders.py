@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import derive_seed, mix, seeded_rngs
+from .augment import mix
+from .seeding import derive_seed, seeded_rngs
 from .gpu_data import BatchAugment
 
 

@@ -27,9 +27,25 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-from .checkpoint import seed_everything
+from .seeding import seed_everything
 
-__all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet", "MLP"]
+__all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet", "MLP", "OUR_MODELS", "unknown_model"]
+
+OUR_MODELS: list[str] = []  # the names this module registers with timm (filled by @_register, in file order)
+
+
+def _register(fn):
+    """timm's ``register_model``, and the name into :data:`OUR_MODELS` (the one list of our models)."""
+    OUR_MODELS.append(fn.__name__)
+    return register_model(fn)
+
+
+def unknown_model(name: str) -> str:
+    """The message for a ``--model`` that timm does not know, with the closest names."""
+    import difflib
+    close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6)  # ours are registered there
+    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+    return f"--model {name!r} is not a timm model nor one of ours ({', '.join(OUR_MODELS)}): {hint}"
 
 
 def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -45,8 +61,7 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
         return timm.create_model(args.model, pretrained=False, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise ValueError(f"--model {args.model!r} is not a timm model nor one of ours (cifar_resnet18, wrn28_10, "
-                             "fmnist_cnn, fmnist_resnet, fmnist_resnet_s2, fmnist_mlp); see timm.list_models()") from e
+            raise ValueError(unknown_model(args.model)) from e
         raise
 
 
@@ -77,7 +92,7 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 
 
 # -- CIFAR ResNet-18 ---------------------------------------------------------------------------------------------
-@register_model
+@_register
 def cifar_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
     """ResNet-18 for 32x32 images: timm's ResNet with BasicBlocks [2, 2, 2, 2], its 7x7/2 stem and max-pool
     replaced by one 3x3 stride-1 conv (the usual CIFAR variant; the network of the paper's CIFAR-10 rows)."""
@@ -152,7 +167,7 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model
+@_register
 def wrn28_10(pretrained: bool = False, **kwargs) -> WideResNet:
     """Wide-ResNet-28-10 (36.5M parameters), the network of the paper's CIFAR-100 rows."""
     _no_pretrained("wrn28_10", pretrained)
@@ -187,7 +202,7 @@ class FashionCNN(nn.Module):
         return self.fc2(self.drop2(x))
 
 
-@register_model
+@_register
 def fmnist_cnn(pretrained: bool = False, **kwargs) -> FashionCNN:
     """AutoLR's Fashion-MNIST network (Appendix G.2), 1.2M parameters at 28x28."""
     _no_pretrained("fmnist_cnn", pretrained)
@@ -224,14 +239,14 @@ class SmallResNet(nn.Module):
         return self.fc(F.dropout(x, self.drop_rate, self.training) if self.drop_rate > 0 else x)
 
 
-@register_model
+@_register
 def fmnist_resnet(pretrained: bool = False, **kwargs) -> SmallResNet:
     """Small ResNet for the project's Fashion-MNIST table (Table 1 shape on a CPU)."""
     _no_pretrained("fmnist_resnet", pretrained)
     return SmallResNet(**_unused_cfg(kwargs))
 
 
-@register_model
+@_register
 def fmnist_resnet_s2(pretrained: bool = False, **kwargs) -> SmallResNet:
     """``fmnist_resnet`` with a stride-2 stem: the blocks see 14x14 and 7x7 maps (~1.6M multiply-adds per image
     against ~5.5M), the convolutional candidate of the proxy screen (results/proxy_screen.md)."""
@@ -264,7 +279,7 @@ class MLP(nn.Module):
         return self.fc(F.dropout(x, self.drop_rate, self.training) if self.drop_rate > 0 else x)
 
 
-@register_model
+@_register
 def fmnist_mlp(pretrained: bool = False, **kwargs) -> MLP:
     """784-512-512-10 MLP with BatchNorm for Fashion-MNIST (the 200-epoch paper-regime proxy on a CPU)."""
     _no_pretrained("fmnist_mlp", pretrained)

@@ -10,7 +10,6 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import os
 from typing import Optional
@@ -123,13 +122,10 @@ def check_device(args: argparse.Namespace) -> None:
 def check_model(name: str) -> None:
     import timm
 
-    from . import models  # noqa: F401  (registers our models with timm)
+    from .models import unknown_model  # (importing it registers our models with timm)
     if timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
-    raise ConfigError(f"--model {name!r} is not a timm model nor one of ours (cifar_resnet18, wrn28_10, fmnist_cnn, "
-                      f"fmnist_resnet): {hint}")
+    raise ConfigError(unknown_model(name))
 
 
 def check_output(output: Optional[str]) -> None:

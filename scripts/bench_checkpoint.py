@@ -24,13 +24,15 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import autowu  # noqa: E402
 import train  # noqa: E402
-from framework.checkpoint import rng_state, save_checkpoint  # noqa: E402
+from framework.checkpoint import save_checkpoint  # noqa: E402
+from framework.seeding import rng_state  # noqa: E402
 from framework.config import parse_args  # noqa: E402
 from framework.datasets import DATASETS  # noqa: E402
 from framework.models import create_model  # noqa: E402
-from framework.optim import create_optimizer, create_schedule, resolve_optimizer_defaults  # noqa: E402
+from framework.engine import AmpGrad  # noqa: E402
+from framework.optim import resolve_optimizer_defaults  # noqa: E402
+from framework.wiring import wire_training  # noqa: E402
 
 
 
@@ -57,12 +59,11 @@ def main(argv=None) -> int:
     classes, chans, size = ((info.num_classes, info.in_chans, info.img_size) if info is not None
                             else (args.num_classes, args.in_chans, args.img_size))
     model = create_model(args, args.num_classes or classes, args.in_chans or chans, args.img_size or size)
-    optimizer = create_optimizer(args, model)
     steps = (DATASETS[args.dataset].train_size if args.dataset in DATASETS else args.synthetic_train_size) // args.batch_size
-    scheduler = create_schedule(args, optimizer, model, steps)
     run_dir = ours.dir or tempfile.mkdtemp(prefix="bench-ckpt-")
     os.makedirs(run_dir, exist_ok=True)
-    autowu.schedule_entry(args.sched).attach_run_dir(scheduler, run_dir)  # as train.py does
+    parts = wire_training(args, model, AmpGrad(args.amp, torch.device("cpu")), steps, run_dir=run_dir)  # as train.py
+    optimizer, scheduler = parts.optimizer, parts.scheduler
     model.train()
     model(torch.randn(2, args.in_chans or chans, 64, 64)).logsumexp(-1).mean().backward()
     optimizer.step()  # the optimizer's state (Adam moments) exists from the first step on

@@ -46,16 +46,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import autowu  # noqa: E402
 import train  # noqa: E402  (train.py's parser and argument checks: the benchmark runs what a run would)
 from framework.config import ConfigError, parse_args  # noqa: E402
 from framework.distributed import DistInfo, init_distributed  # noqa: E402
 from framework.augment import uses_mixup  # noqa: E402
 from framework.batch import BatchError, BatchSplit, split_batch  # noqa: E402
 from framework.datasets import DATASETS  # noqa: E402
-from framework.engine import AmpGrad, StopFlag, TrainStats, build_loss, probe_loss, train_one_epoch  # noqa: E402
+from framework.engine import AmpGrad, StopFlag, TrainStats, train_one_epoch  # noqa: E402
 from framework.logger import RunLogger  # noqa: E402
-from framework.optim import create_optimizer, create_schedule  # noqa: E402
+from framework.optim import create_schedule  # noqa: E402
+from framework.wiring import wire_training  # noqa: E402
 from framework.runspec import Position  # noqa: E402
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
@@ -143,14 +143,11 @@ class Ours:
                  steps_per_epoch: int, x: torch.Tensor, y: torch.Tensor):
         self.args, self.info, self.accum, self.x, self.y = args, info, accum, x, y
         self.model = new_model(args, *dims, info.device)
-        self.optimizer = create_optimizer(args, self.model)
         self.amp = AmpGrad(args.amp, info.device, args.clip_grad)
-        self.loss_fn = build_loss(args.label_smoothing)
-
-        self.scheduler = create_schedule(args, self.optimizer, self.model, steps_per_epoch,
-                                         loss_fn=probe_loss(self.amp, self.loss_fn),
-                                         batches=lambda: iter(DeviceBatches(x, y, 1_000_000)), forwards_per_step=accum)
-        self.schedule = autowu.schedule_entry(args.sched)
+        parts = wire_training(args, self.model, self.amp, steps_per_epoch,
+                              probe_batches=lambda: iter(DeviceBatches(x, y, 1_000_000)), forwards_per_step=accum)
+        self.optimizer, self.loss_fn, self.scheduler, self.schedule = (parts.optimizer, parts.loss_fn,
+                                                                       parts.scheduler, parts.schedule)
         if args.compile:
             self.model = torch.compile(self.model)
         self.pos, self.stats = Position(), TrainStats()

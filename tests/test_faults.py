@@ -28,6 +28,7 @@ from autowu import AutoWU
 from framework import checkpoint as ckpt_mod
 from framework.checkpoint import load_checkpoint, load_resumable, previous_path, verify_checkpoint
 from framework.engine import StopFlag
+from framework.seeding import set_rng_state
 from framework.rundir import RunLock
 
 
@@ -297,9 +298,9 @@ def test_old_checkpoint_with_numpy_rng_state_still_resumes(finished_run, tmp_pat
         torch.load(run / "last.pt", weights_only=True)
     loaded = load_checkpoint(str(run / "last.pt"))
     np.random.seed(0)
-    ckpt_mod.set_rng_state(loaded["rng_per_rank"][0])
+    set_rng_state(loaded["rng_per_rank"][0])
     np.random.seed(7)
-    assert np.random.rand() == pytest.approx((ckpt_mod.set_rng_state(loaded["rng_per_rank"][0]), np.random.rand())[1])
+    assert np.random.rand() == pytest.approx((set_rng_state(loaded["rng_per_rank"][0]), np.random.rand())[1])
     assert run_inprocess([*TINY, "--epochs", "2", "--output", str(run)]) == 0
     assert json.loads((run / "results.json").read_text())["steps"] == 8
 

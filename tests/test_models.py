@@ -12,7 +12,18 @@ import framework.models  # noqa: F401  (registers the models)
 from framework.models import create_model
 
 OURS = {"cifar_resnet18": (3, 32), "wrn28_10": (3, 32), "fmnist_cnn": (1, 28), "fmnist_resnet": (1, 28),
-        "fmnist_mlp": (1, 28)}
+        "fmnist_resnet_s2": (1, 28), "fmnist_mlp": (1, 28)}  # (channels, side) of every model we register
+
+
+def test_every_registered_model_is_covered():
+    assert sorted(OURS) == sorted(framework.models.OUR_MODELS)
+
+
+def test_the_stride_2_stem_works_at_14x14():
+    from framework.models import SmallResNet
+    m = timm.create_model("fmnist_resnet_s2", num_classes=10, in_chans=1).eval()
+    assert isinstance(m, SmallResNet) and m.stem[0].stride == (2, 2)
+    assert m.stem(torch.randn(2, 1, 28, 28)).shape == (2, 16, 14, 14)
 
 
 def args(model: str, drop_path=None) -> argparse.Namespace:
