@@ -82,10 +82,12 @@ def binned(x: np.ndarray, y: np.ndarray, points: int = MAX_POINTS, reduce: str =
 
 
 def seed_band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over seeds, on the shortest common length (seeds of one cell have the same steps)."""
+    """Mean and sample std (ddof 1, as the tables; 0 for one seed) over seeds, on the shortest common length (seeds
+    of one cell have the same steps)."""
     n = min(len(x) for x, _ in series)
     ys = np.stack([y[:n] for _, y in series])
-    return series[0][0][:n], np.nanmean(ys, 0), np.nanstd(ys, 0)
+    std = np.nanstd(ys, 0, ddof=1) if len(series) > 1 else np.zeros(n)
+    return series[0][0][:n], np.nanmean(ys, 0), std
 
 
 def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val: bool = False):
@@ -174,7 +176,8 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
         if len(h) > len(handles):
             handles, labels = h, l
     title = table.title + (f" — {block.label}" if block.name else "")
-    fig.suptitle(title + "\n(dashed: AutoWU switch; dot: the LR it decays from)", fontsize=9, y=0.995)
+    fig.suptitle(title + "\n(dashed: AutoWU switch; dot: the LR it decays from; bands: ± sample std over seeds)",
+                 fontsize=9, y=0.995)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 0.93))
     fig.tight_layout(rect=(0, 0, 1, 0.88))
@@ -209,7 +212,7 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
             if got:
                 xs.append(batch[c.key])
                 ms.append(float(np.mean([g[0] for g in got])))
-                ss.append(float(np.std([g[0] for g in got])))
+                ss.append(float(np.std([g[0] for g in got], ddof=1)) if len(got) > 1 else 0.0)  # sample std
                 eps.append(float(np.mean([g[1] for g in got])))
         if not xs:
             continue
@@ -234,7 +237,9 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
     ax.set_ylabel("LR the decay starts from")
     ax.grid(alpha=0.3, lw=0.5, which="both")
     ax.legend(fontsize=7, frameon=False)
-    ax.set_title(textwrap.fill(table.title + (f" — {block.label}" if block.name else ""), 90), fontsize=7)
+    ax.set_title(textwrap.fill(f"The LR each schedule decays from, against the batch size ({table.name}"
+                               + (f", {block.label}" if block.name else "") + "): mean ± sample std over seeds", 90),
+                 fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -3,8 +3,10 @@ continue a sweep and rebuild its pages from the repository alone."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 import shutil
 import sys
 from typing import Optional
@@ -18,28 +20,30 @@ RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most
 
 
 def compact_steps(src: str, dst: str, result: Optional[dict], max_rows: int = RECORD_STEP_ROWS) -> int:
-    """Write steps.csv decimated to about ``max_rows`` rows: each row is the first step of a bin of ``k``
-    consecutive steps with that step's LR, and the mean of the bin's finite losses (column ``n``: steps averaged).
-    The steps the pages read exactly are kept as their own rows: the first and last step, the first step at the
-    largest LR, and the steps either side of AutoWU's switch. Returns the number of rows written."""
+    """Write steps.csv with every step up to and including AutoWU's switch as its own row (so each of its decisions
+    can be replayed from the record: tests/test_replay_records.py), and the steps after it decimated to about
+    ``max_rows`` rows: each row is the first step of a bin of ``k`` consecutive steps with that step's LR and the
+    mean of the bin's finite losses (column ``n``: steps averaged). The first and last step and the first step at the
+    largest LR are kept as their own rows too. Returns the number of rows written."""
     with open(src, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         shutil.copyfile(src, dst)
         return 0
-    k = max(1, math.ceil(len(rows) / max_rows))
-    lrs = [float(r["lr"]) for r in rows]
-    keep = {0, len(rows) - 1, lrs.index(max(lrs))}
     switch = (result or {}).get("switch")
+    head = 0  # rows [0, head) are kept whole: the warmup up to the switch and the step after it
     if isinstance(switch, dict) and isinstance(switch.get("step"), int):
         index = {int(r["step"]): i for i, r in enumerate(rows)}
-        keep |= {index[s] for s in (switch["step"] - 1, switch["step"]) if s in index}
-    out = []
-    for start in range(0, len(rows), k):
+        head = max((index[s] + 1 for s in (switch["step"] - 1, switch["step"]) if s in index), default=0)
+    k = max(1, math.ceil((len(rows) - head) / max_rows))
+    lrs = [float(r["lr"]) for r in rows]
+    keep = {len(rows) - 1, lrs.index(max(lrs))}
+    out = [(i, rows[i], float(rows[i]["loss"]), 1) for i in range(head)]
+    for start in range(head, len(rows), k):
         group = rows[start:start + k]
         losses = [float(r["loss"]) for r in group if math.isfinite(float(r["loss"]))]
         out.append((start, group[0], sum(losses) / len(losses) if losses else float("nan"), len(group)))
-    out += [(i, rows[i], float(rows[i]["loss"]), 1) for i in keep if i % k]
+    out += [(i, rows[i], float(rows[i]["loss"]), 1) for i in keep if i >= head and (i - head) % k]
     out.sort(key=lambda t: t[0])
     with open(dst, "w", newline="") as f:
         w = csv.writer(f)
@@ -49,10 +53,28 @@ def compact_steps(src: str, dst: str, result: Optional[dict], max_rows: int = RE
     return len(out)
 
 
+def portable(name: str, text: str, output: str) -> str:
+    """A record file with the run's output directory given as ``output`` (repository-relative, the layout a rerun
+    from a clone uses) in place of the directory of the machine that ran it: ``args.yaml``'s ``output:``,
+    ``results.json``'s ``config.output``, the value after ``--output`` in ``env.json``'s ``argv``. Other files and
+    other keys are returned as they are."""
+    if name == "args.yaml":
+        return re.sub(r"^output: .*$", f"output: {output}", text, count=1, flags=re.M)
+    if name not in ("results.json", "env.json"):
+        return text
+    obj = json.loads(text)
+    if name == "results.json" and isinstance(obj.get("config"), dict) and "output" in obj["config"]:
+        obj["config"]["output"] = output
+    argv = obj.get("argv") if name == "env.json" else None
+    if isinstance(argv, list):
+        obj["argv"] = [output if i and argv[i - 1] == "--output" else a for i, a in enumerate(argv)]
+    return json.dumps(obj, indent=2) + "\n"
+
+
 def export_record(run: Run, dest_root: str) -> Optional[str]:
-    """Copy a finished run's compact record (RECORD_FILES + decimated steps.csv) to ``dest_root/<table>/[<block>/]
-    <run>``; returns that directory, or None when the run is not finished or its record is already there and
-    identical."""
+    """Copy a finished run's compact record (RECORD_FILES, paths made portable, + compact steps.csv) to
+    ``dest_root/<table>/[<block>/]<run>``; returns that directory, or None when the run is not finished or its
+    record is already there and identical."""
     src = os.path.join(ROOT, run.output)
     result = read_results(os.path.join(src, "results.json"))  # ResultsError for a damaged one: never exported
     if result is None:
@@ -60,17 +82,23 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
     dst = os.path.join(dest_root, run.table, run.block, os.path.basename(run.output))
     if os.path.abspath(dst) == os.path.abspath(src):
         return None
+    output = os.path.join("runs", run.table, run.block, os.path.basename(run.output))
+    files = {}
+    for name in RECORD_FILES:
+        if os.path.isfile(os.path.join(src, name)):
+            with open(os.path.join(src, name)) as f:
+                files[name] = portable(name, f.read(), output)
     old = os.path.join(dst, "results.json")
     if os.path.isfile(old):
-        with open(old) as a, open(os.path.join(src, "results.json")) as b:
-            if a.read() == b.read():
+        with open(old) as a:
+            if a.read() == files["results.json"]:
                 return None
     tmp = dst + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for name in RECORD_FILES:
-        if os.path.isfile(os.path.join(src, name)):
-            shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+    for name, text in files.items():
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(text)
     if os.path.isfile(os.path.join(src, "steps.csv")):
         compact_steps(os.path.join(src, "steps.csv"), os.path.join(tmp, "steps.csv"), result)
     shutil.rmtree(dst, ignore_errors=True)

@@ -53,8 +53,9 @@ def summary_lines(results: dict) -> list[str]:
              f"({cfg.get('model', '?')} on {cfg.get('dataset', '?')}, {cfg.get('sched', '?')})"]
     switch = results.get("switch")
     if switch:
-        lines.append(f"AutoWU switched at step {switch['step']} (end of epoch {switch['epoch']}, reason "
-                     f"{switch['reason']}): {decay_from(switch)}")
+        # epochs counted as everywhere on the pages: completed epochs, 1-based (events.jsonl keeps 0-based indices)
+        lines.append(f"AutoWU switched at step {switch['step']} (in epoch {switch['epoch'] + 1} of {results['epochs']}, "
+                     f"reason {switch['reason']}): {decay_from(switch)}")
     elif str(cfg.get("sched", "")).startswith("autowu"):
         lines.append("AutoWU did not switch")
     top1, top5 = results.get("final_top1"), results.get("final_top5")

@@ -53,7 +53,7 @@ def write_run(out: Path, top1, *, steps_per_epoch: int = 50, epochs: int = 40, s
     (out / "epochs.jsonl").write_text("".join(json.dumps({"epoch": e, "top1": top1 if isinstance(top1, float)
                                                           else 50.0}) + "\n" for e in range(epochs)))
     (out / "events.jsonl").write_text(json.dumps(switch) + "\n" if switch else "")
-    (out / "args.yaml").write_text("epochs: %d\n" % epochs)
+    (out / "args.yaml").write_text(f"epochs: {epochs}\noutput: {out}\n")  # train.py writes the absolute path
     (out / "env.json").write_text(json.dumps({"git_commit": "abc"}))
     (out / "last.pt").write_bytes(b"\0" * 1000)
     # the settings collect reads the overshoot off, as the tables here ask them
@@ -232,13 +232,17 @@ def test_export_writes_compact_records_that_count_as_done_and_rebuild_the_page(t
     assert sorted(p.name for p in rec.iterdir()) == ["args.yaml", "env.json", "epochs.jsonl", "events.jsonl",
                                                      "results.json", "steps.csv"]   # no last.pt, no tb/
     assert json.loads((rec / "results.json").read_text()) == full
+    assert "output: runs/tbl/baseline_b256_s0\n" in (rec / "args.yaml").read_text()  # no directory of this machine
     rows = list(csv.DictReader(open(rec / "steps.csv")))
     assert 1900 <= len(rows) <= 2010 and rows[0]["step"] == "0" and rows[-1]["step"] == str(46_800 - 1)
     assert sum(int(r["n"]) for r in rows if int(r["n"]) > 1) > 46_000   # the other rows: a bin's mean loss
     peak = max(rows, key=lambda r: float(r["lr"]))
     assert peak["step"] == str(2 * 1170 - 1) and float(peak["lr"]) == pytest.approx(0.01)   # kept exactly
-    auto = {r["step"] for r in csv.DictReader(open(records / "tbl" / "autowu-cos_b256_s0" / "steps.csv"))}
-    assert {"20010", "20011"} <= auto                                                       # either side of the switch
+    auto = list(csv.DictReader(open(records / "tbl" / "autowu-cos_b256_s0" / "steps.csv")))
+    source = list(csv.DictReader(open(runs / "tbl" / "autowu-cos_b256_s0" / "steps.csv")))
+    whole = [(r["step"], float(r["loss"]), r["n"]) for r in auto[:20_012]]  # every step up to the switch, exact:
+    assert whole == [(r["step"], float(r["loss"]), "1") for r in source[:20_012]]  # its decisions can be replayed
+    assert len(auto) <= 20_012 + 2010 and int(auto[20_012]["n"]) > 1            # after it: bins again
     # exporting again copies nothing; the records alone rebuild the same tables
     assert sweep.main([table.path, "--runs-dir", str(runs), "--export", str(records)]) == 0
     assert "exported 0 record(s)" in capsys.readouterr().out
