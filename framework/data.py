@@ -115,6 +115,29 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
                 new_train_loader)
 
 
+def imagenet_input(args: argparse.Namespace) -> str:
+    """``--imagenet-input``: fast (framework/jpeg.py) unless the recipe needs timm's per-sample PIL transforms
+    (``--auto-augment``: RandAugment and colour jitter; ``--reprob``), which only ``timm`` has."""
+    mode = getattr(args, "imagenet_input", "fast")
+    if mode != "timm" and (args.auto_augment or args.reprob):
+        return "timm"
+    return mode
+
+
+class _OnDevice:
+    """A validation loader whose batches' images go through ``fn`` (to the device, normalised)."""
+
+    def __init__(self, loader: Iterable, fn: Callable):
+        self.loader, self.fn = loader, fn
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield self.fn(x), y
+
+
 def _val_batch(args: argparse.Namespace, split: BatchSplit) -> int:
     return int(args.val_batch_size or split.micro_batch)
 
@@ -138,25 +161,48 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
                          "by DataLoader workers: drop --gpu-data")
     root = imagenet_root(args.data_dir)
     img_size = args.img_size or DATASETS["imagenet"].img_size
-    train_tf, val_tf = imagenet_transforms(args, img_size)
-    train_set, val_set = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"), transform=val_tf)
+    mode = imagenet_input(args)
+    pin = _pin(args, device)
+    if mode == "timm":
+        train_tf, val_tf = imagenet_transforms(args, img_size)
+        train_set, val_set = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"), transform=val_tf)
+        on_device = collate = val_norm = None
+    else:  # framework/jpeg.py: libjpeg-turbo at reduced size, uint8 crops, normalised on the device
+        from . import jpeg
+        mean, std = DATASETS["imagenet"].mean, DATASETS["imagenet"].std
+        gpu = mode == "gpu"
+        train_set = jpeg.FastImageFolder(str(root / "train"), img_size, train=True, seed=args.seed,
+                                         hflip=0.5 if args.hflip else 0.0, gpu_decode=gpu)
+        val_set = jpeg.FastImageFolder(str(root / "val"), img_size, train=False)
+        collate = jpeg.collate_gpu_decode if gpu else None
+
+        def val_norm(x: torch.Tensor) -> torch.Tensor:
+            return jpeg.normalize(x.to(device, non_blocking=True), mean, std)
+
+        def on_device(x) -> torch.Tensor:
+            if gpu:
+                x = jpeg.decode_batch_on_device(x[0], x[1], img_size, device)
+            return val_norm(x)
     num_classes = len(train_set.classes)
     if args.num_classes is not None and args.num_classes != num_classes:
         raise ValueError(f"--num-classes {args.num_classes} but {root / 'train'} has {num_classes} class folders")
     train_base, train_y = subset(train_set, torch.tensor(train_set.targets), args.train_subset, "train-subset")
     val_base, _ = subset(val_set, torch.tensor(val_set.targets), args.val_subset, "val-subset")
+    if mode == "timm":  # per-sample transforms seeded by (seed, epoch, index)
+        train_base = SeededDataset(train_base, train_tf, args.seed)
     steps = steps_per_epoch(len(train_y), split.batch_size)
     mixup = mixup_fn(args, num_classes)
-    pin = _pin(args, device)
-    dataset = SeededDataset(train_base, train_tf, args.seed)
 
     def new_train_loader() -> TrainLoader:
-        return WorkerTrainLoader(dataset, workers=args.workers, pin_memory=pin, device=device,
+        return WorkerTrainLoader(train_base, workers=args.workers, pin_memory=pin, device=device,
                                  micro_batch=split.micro_batch, num_batches=steps * split.accum_steps, rank=rank,
-                                 world_size=world_size, seed=args.seed, mixup=mixup)
+                                 world_size=world_size, seed=args.seed, mixup=mixup, on_device=on_device,
+                                 collate_fn=collate)
     shard = list(range(rank, len(val_base), world_size))
     val = DataLoader(torch.utils.data.Subset(val_base, shard), batch_size=_val_batch(args, split), shuffle=False,
                      num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0,
                      prefetch_factor=4 if args.workers > 0 else None)
+    if val_norm is not None:
+        val = _OnDevice(val, val_norm)
     return Data(new_train_loader(), val, num_classes, 3, img_size, len(train_y), steps, split, "workers",
                 new_train_loader)

@@ -215,14 +215,20 @@ class SyntheticImages(Dataset):
         return torch.stack([self[i][0] for i in range(len(self))]), self.labels.clone()
 
 
+def subset_indices(n: int, k: int, what: str) -> torch.Tensor:
+    """The sorted indices of the fixed random subset of ``k`` of ``n`` images (seed SUBSET_SEED)."""
+    if not 0 < k <= n:
+        raise ValueError(f"--{what} {k}: must be between 1 and the {n} images available")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))[:k].sort().values
+
+
 def subset(images: Any, labels: torch.Tensor, k: Optional[int], what: str) -> tuple[Any, torch.Tensor]:
     """A fixed random subset of ``k`` images (seed SUBSET_SEED, kept in dataset order), or everything."""
     if k is None:
         return images, labels
-    n = len(labels)
-    if not 0 < k <= n:
-        raise ValueError(f"--{what} {k}: must be between 1 and the {n} images available")
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))[:k].sort().values
+    idx = subset_indices(len(labels), k, what)
+    if hasattr(images, "restrict"):  # a dataset that subsets itself (framework/jpeg.py's FastImageFolder)
+        return images.restrict(idx.tolist()), labels[idx]
     if isinstance(images, torch.Tensor):
         return images[idx], labels[idx]
     return torch.utils.data.Subset(images, idx.tolist()), labels[idx]

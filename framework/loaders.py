@@ -75,16 +75,24 @@ class WorkerTrainLoader(TrainLoader):
     """The workers pipeline: a ``DataLoader`` over a :class:`SeededDataset` whose batches of ``(index, epoch)`` keys
     come from this object's shard, so per-sample augmentation is seeded by (seed, epoch, index)."""
 
-    def __init__(self, dataset: "SeededDataset", *, workers: int, pin_memory: bool, **kw: Any):
+    def __init__(self, dataset: Dataset, *, workers: int, pin_memory: bool,
+                 on_device: Optional[Callable[[Any], torch.Tensor]] = None, collate_fn: Optional[Callable] = None,
+                 **kw: Any):
+        """``dataset[(index, epoch)]`` -> (image, label); ``on_device(x)``: what the batch's images become on the
+        run's device (framework/jpeg.py: uint8 -> normalised float, or the nvJPEG decode of file bytes)."""
         super().__init__(len(dataset), **kw)
+        self.on_device = on_device
         self.loader = DataLoader(dataset, batch_sampler=_KeySampler(self), num_workers=workers,
                                  pin_memory=pin_memory, persistent_workers=workers > 0,
-                                 prefetch_factor=4 if workers > 0 else None,
+                                 prefetch_factor=4 if workers > 0 else None, collate_fn=collate_fn,
                                  generator=torch.Generator())  # its own generator: no draw from the global RNG
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for b, (x, y) in enumerate(self.loader, start=self.start_batch):
-            if self.mixup is not None:  # mix on the device, like DeiT
+        for b, batch in enumerate(self.loader, start=self.start_batch):
+            x, y = batch[:-1] if len(batch) > 2 else batch[0], batch[-1]
+            if self.on_device is not None:
+                x, y = self.on_device(x), y.to(self.device, non_blocking=True)
+            elif self.mixup is not None:  # mix on the device, like DeiT
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield mix(self.mixup, x, y, self.batch_seed(b, 1))
 

@@ -7,6 +7,12 @@ warm-up, each window ending with the batches on the run's device (host->device c
     python scripts/bench_loader.py -c configs/cifar10_resnet18.yaml --gpu-data --with-model
     python scripts/bench_loader.py --dataset synthetic --img-size 224 --in-chans 3 --num-classes 1000 \
         --synthetic-train-size 4096 --batch-size 256 --workers 4
+    python scripts/bench_loader.py --imagenet-sample 512 --workers 1 --batch-size 64   # timm's input vs ours
+
+``--imagenet-sample N`` builds the deterministic ImageNet-like JPEG folder of framework/jpeg.py
+(``sample_jpeg_folder``: N training photos, 500x375, quality 90) in a temporary directory and times the training
+input of ``--imagenet-input timm`` and ``fast`` on it, one after the other, with images/s per worker process
+(per core when workers <= cores) and each pipeline's peak worker memory.
 
 ``--with-model`` also times the model's training step (forward, backward, SGD) on one micro-batch held on the
 device: if that figure is the lower one, compute is the limit.
@@ -40,6 +46,11 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="micro-batches before timing (workers start, caches)")
     p.add_argument("--with-model", action="store_true", help="also time the model's training step")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--imagenet-sample", type=int, default=0, metavar="N",
+                   help="time timm's and our ImageNet input on N generated photo JPEGs (see above)")
+    p.add_argument("--modes", default=None,
+                   help="with --imagenet-sample: the --imagenet-input modes to time (default timm,fast; plus gpu on "
+                   "a GPU: nvJPEG batch decode and crops on the device, timed up to the normalised batch)")
     return p
 
 
@@ -94,8 +105,72 @@ def report(label: str, rates: list[float]) -> None:
           f"range {min(rates):,.0f}..{max(rates):,.0f})", flush=True)
 
 
+def imagenet_comparison(opts: argparse.Namespace, rest: list[str]) -> int:
+    """timm's ImageNet input against ours on the generated JPEG set, same workers and batch: images/s, per worker,
+    the ratio, and each pipeline's peak worker memory (the largest resident set of a worker, from /proc)."""
+    import hashlib
+    import tempfile
+
+    from framework.jpeg import sample_jpeg_folder
+    root = sample_jpeg_folder(tempfile.mkdtemp(prefix="jpegs-"), classes=8, per_class=max(opts.imagenet_sample // 8, 1))
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, "train")) for f in fs)
+    digest = hashlib.md5(b"".join(open(f, "rb").read() for f in files)).hexdigest()[:12]
+    size_kb = sum(os.path.getsize(f) for f in files) / len(files) / 1e3
+    print(f"{len(files)} training JPEGs (500x375 photos, mean {size_kb:.0f} kB, set md5 {digest}) in {root}", flush=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and "cpu" not in rest else "cpu")
+    modes = opts.modes.split(",") if opts.modes else ["timm", "fast"] + (["gpu"] if device.type == "cuda" else [])
+    rates = {}
+    for mode in modes:
+        args = parse_args(get_args_parser(), ["--dataset", "imagenet", "--data-dir", root, "--imagenet-input", mode,
+                                              "--hflip", *rest])
+        args.micro_batch = split_batch(args.batch_size, 1, args.micro_batch).micro_batch
+        args.val_batch_size = args.val_batch_size or args.micro_batch
+        data = build_data(args, rank=0, world_size=1, device=device if mode == "gpu" else torch.device("cpu"))
+        # timm / fast: the workers' output as the DataLoader delivers it (timm: float, normalised; ours: uint8, to
+        # be normalised on the device), the CPU cost of the input; gpu: up to the normalised batch on the device
+        batches = endless(data.train) if mode == "gpu" else _raw_batches(data.train)
+        r = time_windows(batches, device if mode == "gpu" else torch.device("cpu"), opts.windows,
+                         opts.window_batches, opts.warmup, args.micro_batch)
+        peak = _worker_peak_mb(data.train)
+        rates[mode] = statistics.median(r)
+        per = rates[mode] / max(args.workers, 1)
+        report(f"imagenet input [{mode}{', on ' + str(device) if mode == 'gpu' else ''}], {args.workers} workers "
+               f"({per:,.0f} images/s per worker" + (f"; peak worker memory {peak:,.0f} MB" if peak else "") + ")",
+               r)
+        del data
+    if "fast" in rates and "timm" in rates:
+        print(f"ours / timm: {rates['fast'] / rates['timm']:.2f}x", flush=True)
+    return 0
+
+
+def _raw_batches(train) -> Iterator:
+    epoch = 0
+    while True:
+        train.set_epoch(epoch)
+        for batch in train.loader:
+            yield batch[0], batch[-1]
+        epoch += 1
+
+
+def _worker_peak_mb(train) -> float:
+    """The largest peak resident set (VmHWM) among the loader's live worker processes, in MB (0 without workers)."""
+    iterator = getattr(getattr(train, "loader", None), "_iterator", None)
+    peaks = []
+    for w in getattr(iterator, "_workers", []) or []:
+        try:
+            with open(f"/proc/{w.pid}/status") as f:
+                peaks += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")]
+        except OSError:
+            pass
+    return max(peaks, default=0.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts, rest = bench_parser().parse_known_args(argv)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if opts.imagenet_sample:
+        return imagenet_comparison(opts, rest)
     try:
         args = parse_args(get_args_parser(), rest)
     except ConfigError as e:

@@ -25,7 +25,10 @@ the whole run stops starting checks when ``--budget`` is spent):
    images held on the GPU, the paper's augmentation: crop, flip, AutoAugment, Cutout). Target: <= 1 s.
 5. ``compile``: ResNet-50 (as check 1) with and without ``torch.compile``: the compile time (first step) and the
    steady-state ratio, alternating windows.
-6. ``sweep``: with the time left, the missing cells of a table (default the paper-regime Figure 5 grid,
+6. ``jpeg``: the ImageNet input (issue 27) on generated photo JPEGs: timm's pipeline, ours on the CPU workers, and
+   ``--imagenet-input gpu`` (nvJPEG batch decode and crops on the GPU), images/s each (scripts/bench_loader.py
+   ``--imagenet-sample``).
+7. ``sweep``: with the time left, the missing cells of a table (default the paper-regime Figure 5 grid,
    ``paper_regime_grid``; ``--table``) through ``scripts/sweep.py --local`` with many runs sharing the GPU; the runs still going at the
    deadline get SIGTERM, save ``last.pt`` and continue on the next sweep. Their folders are packed into
    ``runs/gpu_check/<table>_runs.tar.gz`` (and, where sweep.py has ``--export``, the compact records for
@@ -335,6 +338,25 @@ def check_gpu_data(ctx: Ctx) -> dict:
             "commands": [f"python train.py {shlex.join(argv)}"]}
 
 
+def check_jpeg(ctx: Ctx) -> dict:
+    n, workers, batch, windows = (32, 0, 8, ["--windows", "1", "--window-batches", "1", "--warmup", "1"]) if ctx.dry \
+        else (1024, min(8, os.cpu_count() or 1), 128, ["--windows", "5", "--window-batches", "4", "--warmup", "3"])
+    argv = ["--imagenet-sample", str(n), "--workers", str(workers), "--batch-size", str(batch), "--device", ctx.dev,
+            "--modes", "timm,fast,gpu", *windows]
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_loader.py"), *argv], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench_loader.py exited with {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
+    rates = {m: float(v.replace(",", "")) for m, v in
+             re.findall(r"^imagenet input \[(\w+)[^\]]*\].*?: ([\d,]+) images/s \(median", r.stdout, re.M)}
+    figures = {"images_per_s": rates, "workers": workers, "batch": batch, "images": n,
+               "fast_over_timm": rates["fast"] / rates["timm"], "gpu_over_timm": rates["gpu"] / rates["timm"]}
+    criteria = {"ours >= 2x timm per worker": figures["fast_over_timm"] >= 2.0}
+    summary = ", ".join(f"{m} {v:,.0f}" for m, v in rates.items()) + f" images/s ({workers} workers)"
+    return {"summary": summary, "figures": figures, "criteria": criteria,
+            "commands": [f"python scripts/bench_loader.py {shlex.join(argv)}"]}
+
+
 def check_compile(ctx: Ctx) -> dict:
     steps, windows, warm = (1, 2, 1) if ctx.dry else (10, 5, 3)
     argv = _bench_argv(ctx, [])
@@ -514,7 +536,8 @@ CHECKS = [
     Check(3, "syncs", check_syncs, 90, "no host syncs per step"),
     Check(4, "gpu-data", check_gpu_data, 90, "--gpu-data CIFAR ResNet-18 epoch"),
     Check(5, "compile", check_compile, 240, "torch.compile on vs off, ResNet-50"),
-    Check(6, "sweep", check_sweep, 0, "missing cells of the paper-regime Fashion-MNIST table"),
+    Check(6, "jpeg", check_jpeg, 120, "ImageNet input: timm, ours on the CPU, nvJPEG on the GPU"),
+    Check(7, "sweep", check_sweep, 0, "missing cells of the paper-regime Fashion-MNIST table"),
 ]
 CHECK_NAMES = {c.name: c for c in CHECKS}
 
@@ -546,18 +569,18 @@ def get_parser() -> argparse.ArgumentParser:
                    help="comma-separated numbers or names (default: all): " + ", ".join(
                        f"{c.number}={c.name}" for c in CHECKS))
     p.add_argument("--budget", type=float, default=480.0,
-                   help="seconds for the whole run; no check starts after it, check 6 takes what is left")
+                   help="seconds for the whole run; no check starts after it, check 7 takes what is left")
     p.add_argument("--output", default=None, help="the report (default results/gpu_<device>.md; a dry run: "
                    "runs/gpu_check/gpu_<device>_dry-run.md); a .json with the figures is written beside it")
     p.add_argument("--fresh", action="store_true",
                    help="drop the earlier results of checks not run now (default: the report keeps them)")
-    p.add_argument("--data-dir", default="data", help="train.py --data-dir for check 6 (Fashion-MNIST)")
+    p.add_argument("--data-dir", default="data", help="train.py --data-dir for check 7 (Fashion-MNIST)")
     p.add_argument("--table", default="paper_regime_grid",
-                   help="check 6: the table whose missing cells to run (paper_regime is complete)")
-    p.add_argument("--runs-dir", default="runs", help="check 6: sweep.py --runs-dir")
-    p.add_argument("--jobs", type=int, default=8, help="check 6: runs at once on the GPU")
+                   help="check 7: the table whose missing cells to run (paper_regime is complete)")
+    p.add_argument("--runs-dir", default="runs", help="check 7: sweep.py --runs-dir")
+    p.add_argument("--jobs", type=int, default=8, help="check 7: runs at once on the GPU")
     p.add_argument("--sweep-extra", default="--device {device} --gpu-data --data-dir {data_dir}",
-                   help="check 6: train.py flags for every run ({device}, {data_dir} filled in)")
+                   help="check 7: train.py flags for every run ({device}, {data_dir} filled in)")
     p.add_argument("--compile-backend", default=None,
                    help="check 5: torch.compile backend (default inductor, as train.py --compile; eager on a dry run)")
     return p

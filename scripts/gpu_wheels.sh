@@ -31,7 +31,7 @@ if [ $# -gt 0 ]; then
     exit 2
 fi
 
-packages=(adamp torch-optimizer pytorch-ranger timm)
+packages=(adamp torch-optimizer pytorch-ranger timm simplejpeg)
 pins=()
 for name in "${packages[@]}"; do
     pin=$(grep -i -E "^${name}==" constraints.txt || true)

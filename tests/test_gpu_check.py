@@ -48,7 +48,8 @@ def test_cuda_without_a_gpu_says_what_to_do(monkeypatch, capsys):
 def test_checks_by_number_or_name_in_order():
     assert [c.number for c in gpu_check.parse_checks("compile,1,syncs,1")] == [1, 3, 5]
     opts = gpu_check.parse(["--device", "cpu", "--dry-run"])
-    assert [c.name for c in opts.selected] == ["throughput", "fp16", "syncs", "gpu-data", "compile", "sweep"]
+    assert [c.name for c in opts.selected] == ["throughput", "fp16", "syncs", "gpu-data", "compile", "jpeg",
+                                                   "sweep"]
     assert opts.compile_backend == "eager"  # inductor on a GPU; a dry run only traces
 
 
@@ -194,6 +195,8 @@ def test_dry_run_figures(dry_run):
     assert f5["backend"] == "eager" and f5["first_step_compiled_s"] > 0 and f5["ratio"] > 0
     assert len(f5["windows_s"]["eager"]) == len(f5["windows_s"]["compiled"]) == 2
 
+    fj = checks["jpeg"]["figures"]  # the three ImageNet inputs timed on generated JPEGs (nvJPEG's path on the CPU)
+    assert set(fj["images_per_s"]) == {"timm", "fast", "gpu"} and all(v > 0 for v in fj["images_per_s"].values())
     f6 = checks["sweep"]["figures"]  # one cell of the table, two steps, through sweep.py and train.py
     assert f6["table"] == "fashion_mnist" and len(f6["finished_here"]) == 1 and f6["failed"] == []
     assert f6["runs_archive_bytes"] > 0
