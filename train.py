@@ -37,10 +37,11 @@ from framework.data import build_data
 from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import DistInfo, Heartbeat, any_rank, barrier, cleanup, init_distributed
-from framework.engine import AmpGrad, StopFlag, TrainStats, evaluate, train_one_epoch
+from framework.engine import AmpGrad, StopFlag, TrainStats, evaluate, recompute_batchnorm, train_one_epoch
 from framework.logger import RunLogger
 from framework.models import build_model
-from framework.optim import OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults
+from framework.optim import (OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults,
+                             set_optimizer_mode, uses_optimizer_modes)
 from framework.rundir import lock_run_dir
 from framework.runspec import Position, check_resume, thread_change
 from framework.validate import check_args, data_source
@@ -461,6 +462,7 @@ def save(run: Run, path: str) -> None:
     stops every rank with :class:`CheckpointError`; the previous checkpoint is intact."""
     rngs = _gather_rng(run.info)
     run.schedule.before_save(run.scheduler)
+    set_optimizer_mode(run.optimizer, train=False)  # Schedule-Free: save the averaged weights, as its README says
     error = None
     if run.info.is_main:
         try:
@@ -470,6 +472,7 @@ def save(run: Run, path: str) -> None:
                             extra={"stats": run.stats.to_dict(), "record": run.record.to_dict()})
         except CheckpointError as e:
             error = e
+    set_optimizer_mode(run.optimizer, train=True)
     if any_rank(error is not None, run.info):
         raise error or CheckpointError("rank 0 could not write the checkpoint; its log says why")
 
@@ -501,6 +504,7 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
         else:  # dropout / augmentation streams are a function of (seed, epoch, rank)
             seed_everything(epoch_seed(args.seed, epoch, info.rank, start_batch))
         data.train.set_epoch(epoch, start_batch=start_batch)
+        set_optimizer_mode(run.optimizer, train=True)  # Schedule-Free: train() before training steps
         result = train_one_epoch(run.model, data.train, run.optimizer, run.scheduler, run.amp, run.loss_fn, pos,
                                  run.stats, split=data.split, steps_per_epoch=data.steps_per_epoch, info=info,
                                  logger=logger, stop=stop, describe=run.schedule, log_interval=args.log_interval,
@@ -527,6 +531,10 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
             record.elapsed_s += time.perf_counter() - process_start
             return "diverged"
         if (epoch + 1) % args.val_interval == 0 or epoch + 1 == last_epoch:
+            set_optimizer_mode(run.optimizer, train=False)  # Schedule-Free: evaluate the averaged weights x,
+            if uses_optimizer_modes(run.optimizer):     # with BatchNorm statistics recomputed for them
+                recompute_batchnorm(run.model, data.new_train_loader(), run.amp, info.device, args.channels_last,
+                                    max_batches=min(50, data.steps_per_epoch * data.split.accum_steps))
             metrics = evaluate(run.model, data.val, run.amp, info, args.channels_last, stop=stop)
             if metrics.get("stopped"):  # a signal during validation: the resumed run validates this epoch
                 return preempted()

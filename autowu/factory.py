@@ -126,6 +126,8 @@ def _autowu_run_dir(sched: Any, directory: str) -> None:
 REGISTRY: dict[str, ScheduleEntry] = {e.name: e for e in (
     ScheduleEntry("baseline", lambda: WarmupCosine, settings={**_PEAK, "warmup_epochs": "warmup_epochs"}),
     ScheduleEntry("const-cosine", lambda: ConstantCosine, settings={**_PEAK, "cooldown_fraction": "cooldown_fraction"}),
+    # a constant LR (Schedule-Free's: its warmup is inside the optimizer)
+    ScheduleEntry("constant", lambda: ConstantCosine, fixed={"cooldown_fraction": 0.0}, settings=_PEAK),
     _autowu("autowu-cos", "cosine"),
     _autowu("autowu-const-cos", "const-cosine"),
     ScheduleEntry("autolr", _autolr_class, needs_model=lambda kw: True, needs_probe=True, results=_autolr_results),

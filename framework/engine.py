@@ -24,6 +24,7 @@ from autowu.factory import ScheduleEntry
 from .batch import BatchSplit
 from .distributed import DistInfo, all_reduce_mean, all_reduce_sum, any_rank
 from .logger import RunLogger
+from .optim import effective_lr
 from .runspec import Position
 
 
@@ -217,7 +218,7 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
         last = k == accum_steps - 1
         s = i // accum_steps
         if k == 0:
-            lrs[s] = float(optimizer.param_groups[0]["lr"])  # the LR this step uses (set by the scheduler)
+            lrs[s] = effective_lr(optimizer.param_groups[0])  # the LR this step uses (Prodigy, D-Adapt: d * lr)
             sched_lrs[s] = float(getattr(scheduler, "last_schedule_lr", lrs[s]))
             step_loss = None
         x = x.to(device, non_blocking=True)
@@ -265,6 +266,28 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
     train_loss = stats.epoch_loss_sum / stats.epoch_loss_n if stats.epoch_loss_n else None
     last_lr = lrs[s] if s >= first else None
     return EpochResult(status, train_loss, last_lr, images, seconds)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches, amp: "AmpGrad", device: torch.device, channels_last: bool,
+                        max_batches: int) -> None:
+    """BatchNorm's running statistics for the weights the model holds now (Schedule-Free's averaged point): up to
+    ``max_batches`` training micro-batches forward in train mode, no gradients (the Schedule-Free README's recipe;
+    at most one epoch's worth). A no-op for a model without BatchNorm."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    was_training = model.training
+    model.train()
+    batches.set_epoch(0)
+    for i, (x, _) in enumerate(batches):
+        if i >= max_batches:
+            break
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp.autocast():
+            model(x)
+    model.train(was_training)
 
 
 @torch.no_grad()

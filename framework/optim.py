@@ -24,6 +24,14 @@ OPT_DEFAULTS: dict[str, dict[str, Any]] = {
     "adamp": {"lr_base": 1e-3, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8, "adamp_delta": 0.1},
     "lamb": {"lr_base": 1e-2, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-6},
     "sgd": {"lr_base": 0.1, "weight_decay": 5e-4, "momentum": 0.9},
+    # the automatic methods users weigh against AutoWU (issue 25), as their authors say to use them, with AdamP's
+    # weight decay (Appendix A, decoupled) and betas. Schedule-Free AdamW removes the schedule, not the LR: the
+    # baseline's sqrt-rule LR, its warmup inside the optimizer (--warmup-epochs), and --sched constant.
+    "schedulefree_adamw": {"lr_base": 1e-3, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8},
+    # Prodigy and D-Adaptation estimate the step size: lr=1 at every batch size, the schedule on top (Prodigy:
+    # safeguard_warmup=True with a warmup, cosine; D-Adaptation: decoupled weight decay)
+    "prodigy": {"lr": 1.0, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8},
+    "dadapt_adam": {"lr": 1.0, "weight_decay": 0.1, "opt_betas": [0.9, 0.999], "opt_eps": 1e-8},
 }
 
 
@@ -56,9 +64,12 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def create_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamP / LAMB / SGD over ``model``'s parameters with the resolved settings; initial LR ``args.lr``."""
+def create_optimizer(args: argparse.Namespace, model: nn.Module, steps_per_epoch: int = 1) -> torch.optim.Optimizer:
+    """The ``--opt`` optimizer over ``model``'s parameters with the resolved settings; initial LR ``args.lr``.
+    ``steps_per_epoch`` turns ``--warmup-epochs`` into Schedule-Free's ``warmup_steps`` and Prodigy's
+    ``safeguard_warmup``. The weight decay of the groups is decoupled (AdamW-style) for all three added methods."""
     groups = param_groups(model, args.weight_decay, args.wd_exclude_bias_norm)
+    warmup_steps = int(round((getattr(args, "warmup_epochs", 0) or 0) * steps_per_epoch))
     if args.opt == "adamp":
         return _adamp_class()(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps, delta=args.adamp_delta)
     if args.opt == "lamb":
@@ -66,7 +77,37 @@ def create_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.
         return Lamb(groups, lr=args.lr, betas=tuple(args.opt_betas), eps=args.opt_eps)
     if args.opt == "sgd":
         return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=False)
-    raise ValueError(f"--opt {args.opt!r}: use adamp, lamb or sgd")
+    betas, eps = tuple(args.opt_betas), args.opt_eps
+    if args.opt == "schedulefree_adamw":
+        from schedulefree import AdamWScheduleFree
+        return AdamWScheduleFree(groups, lr=args.lr, betas=betas, eps=eps, warmup_steps=warmup_steps)
+    if args.opt == "prodigy":
+        from prodigyopt import Prodigy
+        return Prodigy(groups, lr=args.lr, betas=betas, eps=eps, decouple=True, safeguard_warmup=warmup_steps > 0)
+    if args.opt == "dadapt_adam":
+        from dadaptation import DAdaptAdam
+        return DAdaptAdam(groups, lr=args.lr, betas=betas, eps=eps, decouple=True)
+    raise ValueError(f"--opt {args.opt!r}: use one of {', '.join(OPT_DEFAULTS)}")
+
+
+def effective_lr(group: dict) -> float:
+    """The step size a group's update really uses: Prodigy's and D-Adaptation's ``d * lr``, Schedule-Free's LR after
+    its warmup (``scheduled_lr``), else ``lr``."""
+    if "d" in group:
+        return float(group["d"]) * float(group["lr"])
+    return float(group.get("scheduled_lr", group["lr"]))
+
+
+def set_optimizer_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
+    """Schedule-Free optimizers hold two points: ``train()`` before training steps, ``eval()`` before evaluating or
+    saving (the model then holds the averaged weights x). A no-op for every other optimizer."""
+    if uses_optimizer_modes(optimizer):
+        (optimizer.train if train else optimizer.eval)()
+
+
+def uses_optimizer_modes(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` has Schedule-Free's train/eval modes."""
+    return callable(getattr(optimizer, "eval", None)) and "train_mode" in optimizer.param_groups[0]
 
 
 def _adamp_class() -> type:

@@ -30,7 +30,7 @@ def wire_training(args: argparse.Namespace, model: nn.Module, amp: AmpGrad, step
                   run_dir: Optional[str] = None) -> TrainingParts:
     """Optimizer, loss and schedule for ``model``. ``probe_batches``: training batches on the device for a schedule
     that probes (AutoLR); ``run_dir``: where AutoWU's rollback snapshots go as files (None: host memory)."""
-    optimizer = create_optimizer(args, model)
+    optimizer = create_optimizer(args, model, steps_per_epoch)
     loss_fn = build_loss(args.label_smoothing)
     schedule = autowu.schedule_entry(args.sched)
     scheduler = create_schedule(args, optimizer, model, steps_per_epoch, loss_fn=probe_loss(amp, loss_fn),
