@@ -440,6 +440,8 @@ def resume(run: Run, p: Plan) -> None:
                         f"{run.pos.sample}")
         if p.note:
             run.logger.info(p.note)
+    else:  # work a schedule does once before training (the LR range test; logged with its history): not on a resume
+        run.schedule.prepare(run.scheduler)
     if args.compile:
         run.model = torch.compile(run.model)
     if info.distributed:

@@ -47,6 +47,7 @@ class ScheduleEntry:
     results: Callable[[Any], dict] = _no_results  # keys this schedule adds to results.json
     before_save: Callable[[Any], None] = lambda sched: None  # a collective every rank runs before a checkpoint
     attach_run_dir: Callable[[Any, str], None] = lambda sched, directory: None  # files it keeps in the run directory
+    prepare: Callable[[Any], None] = lambda sched: None  # work before the first step of a run that does not resume
 
     @property
     def cls(self) -> type:
@@ -96,6 +97,18 @@ def _autolr_results(sched: Any) -> dict:  # AutoLR's cost (its paper: <= 16.6% o
                        "compute_overhead": sched.compute_overhead}}
 
 
+def _range_test_class() -> type:
+    from .range_test import RangeTestCosine
+    return RangeTestCosine
+
+
+def _range_test_line(entry: dict) -> Optional[str]:
+    if entry.get("type") == "range-test":
+        return (f"LR range test (torch-lr-finder, {entry['steps']} steps, steepest descent): peak LR "
+                f"{entry['lr']:.4g}")
+    return None
+
+
 def _autolr_class() -> type:
     from .autolr import AutoLR
     return AutoLR
@@ -131,6 +144,11 @@ REGISTRY: dict[str, ScheduleEntry] = {e.name: e for e in (
     _autowu("autowu-cos", "cosine"),
     _autowu("autowu-const-cos", "const-cosine"),
     ScheduleEntry("autolr", _autolr_class, needs_model=lambda kw: True, needs_probe=True, results=_autolr_results),
+    ScheduleEntry("range-test-cos", _range_test_class, settings={"warmup_epochs": "warmup_epochs"},
+                  needs_model=lambda kw: True, needs_probe=True, describe=_range_test_line,
+                  results=lambda sched: {"range_test": {k: v for k, v in sched.found.items()
+                                                        if k not in ("lrs", "losses")}},
+                  prepare=lambda sched: sched.prepare()),
 )}
 SCHEDULES = tuple(REGISTRY)
 

@@ -83,3 +83,25 @@ def test_optimizer_modes_are_a_no_op_elsewhere():
     assert not uses_optimizer_modes(adam)
     set_optimizer_mode(adam, train=True)  # nothing happens, nothing raises
     assert effective_lr(adam.param_groups[0]) == pytest.approx(1e-3)
+
+
+def test_range_test_sets_the_peak_lr_counts_its_steps_and_is_not_rerun_on_resume(tmp_path):
+    """--sched range-test-cos: torch-lr-finder's range test (its steepest-descent suggestion) before the first step,
+    then the baseline at that LR; its steps in results.json; a resumed run takes the LR from the checkpoint."""
+    out = tmp_path / "rt"
+    args = [*TINY, "--sched", "range-test-cos", "--warmup-epochs", "1", "--model", "fmnist_resnet", "--output", str(out)]
+    assert run_inprocess(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    found = result["range_test"]
+    assert found["type"] == "range-test" and 1e-7 < found["lr"] < 10 and found["steps"] > 15
+    assert found["forward_passes"] == found["steps"] * 2  # micro-batch 16 of batch 32: 2 forwards per step
+    lrs = [float(r["lr"]) for r in steps(out)]
+    assert max(lrs) == pytest.approx(found["lr"], rel=1e-6)  # the baseline's peak is the suggestion
+    b = tmp_path / "b"
+    shutil.copytree(out, b)
+    shutil.copy(b / "prev.pt", b / "last.pt")
+    (b / "results.json").unlink()
+    assert run_inprocess([*args[:-1], str(b)]) == 0
+    assert json.loads((b / "results.json").read_text())["range_test"]["lr"] == found["lr"]
+    assert [r["lr"] for r in steps(b)] == [r["lr"] for r in steps(out)]
+    assert "LR range test" not in (b / "train.log").read_text().split("resumed from")[-1]  # not run again
