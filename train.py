@@ -36,7 +36,8 @@ from framework.config import ConfigError, parse_args, write_config, yaml_mapping
 from framework.data import build_data
 from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
-from framework.distributed import DistInfo, Heartbeat, any_rank, barrier, cleanup, init_distributed
+from framework.distributed import (DistInfo, Heartbeat, any_rank, barrier, check_ranks_agree, cleanup,
+                                   init_distributed)
 from framework.engine import AmpGrad, StopFlag, TrainStats, evaluate, recompute_batchnorm, train_one_epoch
 from framework.logger import RunLogger
 from framework.models import build_model
@@ -365,6 +366,8 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
     checkpoint continues: every refusal happens here, before the run directory is touched."""
     prepare_args(args, info)
     data = build_data(args, rank=info.rank, world_size=info.world_size, device=info.device, pipeline=args.pipeline)
+    check_ranks_agree({**config_dict(args), "train_size": data.train_size, "steps_per_epoch": data.steps_per_epoch},
+                      info)  # ranks started with other settings or data: exit 2 on every rank, nothing written
     check_schedule(args, data.steps_per_epoch)
     try:
         model = build_model(args, data.num_classes, data.in_chans, data.img_size, info.device,
@@ -578,7 +581,8 @@ def finish(run: Run, status: str) -> None:
                "best_epoch": rec.best_epoch, "switch": None, "wall_time_s": rec.elapsed_s, "epochs": pos.epoch,
                "steps": pos.step,
                "images_per_s": (sum(rec.images_per_s) / len(rec.images_per_s)) if rec.images_per_s else None,
-               "hardware": hardware, "split": run.data.split.to_dict(), **run.schedule.results(run.scheduler)}
+               "hardware": hardware, "split": run.data.split.to_dict(), **run.schedule.results(run.scheduler),
+               **run.logger.results()}
     run.logger.write_json("results.json", results)
     run.logger.info(f"{status}: final top1 {_fmt(rec.final_top1)} best top1 {_fmt(rec.best_top1)} "
                     f"(epoch {rec.best_epoch}); {pos.step} steps in {rec.elapsed_s:.0f}s")

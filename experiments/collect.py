@@ -14,7 +14,8 @@ switched. With ``paper-beside`` (a table key) the paper's cells of another setti
 comparison (each row's difference to the baseline), never for the values.
 
 Nothing is lost: a results.json that cannot be read, or whose metric is not a number, is a *failed* run (the file is
-named on stderr; the cell says ``failed``); the page is not replaced by one with fewer finished runs unless
+named on stderr; the cell says ``failed``; a steps.csv that cannot be read is named and only that run's decay start
+is left out); the page is not replaced by one with fewer finished runs unless
 ``--force``; everything from a ``## ...hand-written...`` heading on is kept from the existing page; figures that
 scripts/plot.py made for the table are linked.
 """
@@ -87,7 +88,12 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     if not os.path.isfile(path):
         return None
     best = None
-    cols = read_steps(path)
+    try:
+        cols = read_steps(path)
+    except (ValueError, TypeError, KeyError, OSError) as e:  # a cut row, a missing column, text for a number
+        print(f"[collect] warning: {path}: cannot be read as steps.csv ({type(e).__name__}: {e}); the run's "
+              "decay start is left out", file=sys.stderr)
+        return None
     epochs = cols["epoch"]
     for step, lr in zip(cols["step"], cols["lr"]):
         if best is None or lr > best[0]:

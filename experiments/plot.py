@@ -13,6 +13,10 @@ the batch size, with the square-root rule through the smallest batch (the messag
 Lines are the mean over seeds with the standard deviation shaded (as in the paper's Figure 2); the loss is averaged
 over bins of consecutive steps so that long runs stay readable. The switch is a dashed vertical line at the epoch
 AutoWU left its warmup (a dot at the LR it decayed from), from each run's results.json.
+
+A run with a damaged file (a results.json that is not a JSON object, a steps.csv row or a JSON line before the last
+that does not parse) is named in one warning line and left out, a failed run as in collect.py; a last line of
+epochs.jsonl / events.jsonl cut by a killed run is skipped with a warning naming the file and the line.
 """
 from __future__ import annotations
 
@@ -27,10 +31,18 @@ import numpy as np
 
 from framework.io import read_steps as read_step_columns
 
-from .tables import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table
+from .tables import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table, read_results
 from .tables import steps_per_epoch as run_steps_per_epoch
 
 MAX_POINTS = 400
+_WARNED: set[str] = set()  # warnings already printed by this process: each damaged file is named once
+
+
+def warn(message: str) -> None:
+    """``[plot] warning: message`` on stderr, once per message."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"[plot] warning: {message}", file=sys.stderr)
 
 
 def read_steps(run: Run) -> Optional[dict[str, np.ndarray]]:
@@ -59,14 +71,70 @@ def switch_epoch(switch: dict, steps: dict) -> float:
 
 
 def read_json(run: Run, name: str) -> list[dict]:
-    """A run's JSON-lines file (epochs.jsonl, events.jsonl) or its results.json as a one-element list."""
+    """A run's JSON-lines file (epochs.jsonl, events.jsonl) or its results.json as a one-element list; [] if absent.
+    :class:`ResultsError` naming the file (and line) when it is damaged (see :func:`read_jsonl`)."""
     path = os.path.join(os.path.dirname(run.results_path), name)
     if not os.path.isfile(path):
         return []
+    if name.endswith(".jsonl"):
+        return read_jsonl(path)
+    result = read_results(path)
+    return [result] if result is not None else []
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The objects of a JSON-lines file. A last line that does not parse is what a run killed while appending
+    leaves: it is skipped with a warning naming the file and the line. A bad line before the last one, or a line
+    that is not an object, is damage: :class:`ResultsError` naming the file and the line."""
     with open(path) as f:
-        if name.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return [json.load(f)]
+        lines = f.read().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            if i == last:
+                warn(f"{path}: line {i + 1} is cut short (the run was stopped while writing it); skipped")
+                continue
+            raise ResultsError(f"{path}: line {i + 1} is not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ResultsError(f"{path}: line {i + 1} is not a JSON object ({type(obj).__name__})")
+        out.append(obj)
+    return out
+
+
+def damage(run: Run) -> Optional[str]:
+    """Why a run's files cannot be drawn (the damaged file named), else None."""
+    for name in ("results.json", "events.jsonl", "epochs.jsonl"):
+        try:
+            read_json(run, name)
+        except ResultsError as e:
+            return str(e)
+        except OSError as e:
+            return f"{os.path.join(os.path.dirname(run.results_path), name)}: cannot be read ({e.strerror})"
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
+    if os.path.isfile(path):
+        try:
+            read_step_columns(path)
+        except (ValueError, TypeError, KeyError, OSError) as e:  # a cut row, a missing column, text for a number
+            return f"{path}: cannot be read as steps.csv ({type(e).__name__}: {e})"
+    return None
+
+
+def readable(runs: list[Run]) -> list[Run]:
+    """The runs whose files can be drawn; a run with a damaged file is named once and counted as failed (left out
+    of the figures, as collect.py leaves it out of the cells)."""
+    out = []
+    for run in runs:
+        why = damage(run)
+        if why is None:
+            out.append(run)
+        else:
+            warn(f"{why}; counted as a failed run, left out of the figure")
+    return out
 
 
 def binned(x: np.ndarray, y: np.ndarray, points: int = MAX_POINTS, reduce: str = "mean") -> tuple[np.ndarray, ...]:
@@ -96,6 +164,7 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = readable(runs)
     nrows = 3 if val else 2
     logged = {c.key for c in block.columns for r in runs if r.column == c.key and r.row in rows
               and os.path.isfile(os.path.join(os.path.dirname(r.results_path), "steps.csv"))}
@@ -194,6 +263,7 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
     import matplotlib.pyplot as plt
     from .collect import decay_start, read_result  # one home for "the LR a run decayed from"
 
+    runs = readable(runs)
     batch = {c.key: c.overrides.get("batch-size") for c in block.columns}
     if not all(isinstance(b, int) for b in batch.values()):
         return None
@@ -257,6 +327,8 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     axes = grid_axes(block)
     if axes is None:
         return None
+    runs = readable(runs)
+    marks = [(label, run) for label, run in marks if readable([run])]
     lrs, warm = axes
     values = np.full((len(warm), len(lrs)), np.nan)
     counts = np.zeros_like(values, dtype=int)

@@ -11,17 +11,21 @@ from __future__ import annotations
 import gc
 
 import datetime
+import hashlib
+import json
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
 
 from autowu.comm import mean_over_ranks
+
+from .config import ConfigError
 
 
 @dataclass
@@ -139,6 +143,51 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+# Settings that may differ between ranks: where each process reads its data (a node-local copy) and how it loads it,
+# which launcher flag placed it, how long it waits. Everything else must be the same on every rank.
+PER_RANK_KEYS = frozenset({"local_rank", "config", "dist_timeout", "data_dir", "workers", "pin_mem"})
+DERIVED_KEYS = {"train_size": "the training set's size (images)",
+                "steps_per_epoch": "steps per epoch"}  # what the ranks built from their settings and data
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)  # tuples as lists; anything else by its repr
+
+
+def config_digest(config: dict) -> str:
+    """A hash of ``config`` without :data:`PER_RANK_KEYS` (canonical JSON: sorted keys, tuples as lists)."""
+    return hashlib.sha256(_canonical({k: v for k, v in config.items() if k not in PER_RANK_KEYS}).encode()).hexdigest()
+
+
+def check_ranks_agree(config: dict, info: DistInfo) -> None:
+    """Raise ConfigError on every rank when the ranks were started with different settings: ``config`` is this rank's
+    resolved config plus what it built from it (``train_size``, ``steps_per_epoch``), :data:`PER_RANK_KEYS` aside.
+    One small collective (every rank's hash, over the host group) when they agree; when they do not, a second one
+    gathers the configs so that the message names the first differing key and its value on rank 0 and on the other
+    rank. Every rank raises the same message (train.py: one ``error`` line, exit 2, before anything is written)."""
+    if not info.distributed:
+        return
+    digests: list = [None] * info.world_size
+    dist.all_gather_object(digests, config_digest(config), group=info.control_group)
+    if len(set(digests)) == 1:
+        return
+    configs: list = [None] * info.world_size
+    dist.all_gather_object(configs, {k: v for k, v in config.items() if k not in PER_RANK_KEYS},
+                           group=info.control_group)
+    other = next(r for r, d in enumerate(digests) if d != digests[0])
+    first, theirs = configs[0], configs[other]
+    key = next((k for k in [*first, *(k for k in theirs if k not in first)]
+                if k not in first or k not in theirs or _canonical(first[k]) != _canonical(theirs[k])), "?")
+    what = DERIVED_KEYS.get(key, f"--{key.replace('_', '-')}")
+    value = lambda c: "missing" if key not in c else "unset" if c[key] is None else repr(c[key])  # noqa: E731
+    hint = ("the ranks read different data (a --train-subset or a --data-dir that differs between ranks or nodes?)"
+            if key in DERIVED_KEYS else "a config file or command line that differs between ranks or nodes?")
+    ranks = [r for r, d in enumerate(digests) if d != digests[0]]
+    raise ConfigError(f"the ranks were started with different settings: {what} is {value(first)} on rank 0 but "
+                      f"{value(theirs)} on rank {other} (rank(s) {', '.join(map(str, ranks))} differ from rank 0; "
+                      f"{hint}); start every rank with the same settings and data")
 
 
 class Heartbeat:

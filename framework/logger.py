@@ -5,6 +5,11 @@ Per-step values reach the logger in chunks (the engine reads its device buffers 
 synchronises with the device per step. On resume, rows written after the checkpoint by the interrupted run are
 dropped, so the files read as if the run had never stopped; a fresh run (no checkpoint resumed) removes an
 earlier run's logs and results from the directory (its checkpoints are overwritten at the first epoch end).
+
+:func:`check_run_dir` refuses a run directory where one of these files is a directory (ConfigError, before anything
+is written). A log the run appends to that disappears, is replaced or shrinks while the run goes on (someone deleted
+``steps.csv``) is noticed at the next write: a warning names it, the file is started anew (``steps.csv`` with its
+header), and :attr:`RunLogger.logs_complete` turns false (``results()``: the key for results.json).
 """
 from __future__ import annotations
 
@@ -16,7 +21,25 @@ import shutil
 import sys
 from typing import Any, Iterable, Optional
 
+from .config import ConfigError
 from .io import STEP_COLUMNS, atomic_write, jsonable, write_json
+
+LOGS = ("steps.csv", "epochs.jsonl", "events.jsonl")  # appended during the run
+RUN_FILES = ("args.yaml", "env.json", "results.json", "train.log") + LOGS  # files a run writes in its directory
+
+
+def check_run_dir(output: str) -> None:
+    """Raise ConfigError (train.py: exit 2, one line) when a file the run writes in ``output`` is a directory (or
+    ``tb`` is not one): the run would fail at its first write, or after its first epoch. Nothing is changed."""
+    for name in RUN_FILES:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            raise ConfigError(f"{path} is a directory, but the run writes its {name} there: move or remove that "
+                              "directory, or choose another --output")
+    tb = os.path.join(output, "tb")
+    if os.path.lexists(tb) and not os.path.isdir(tb):
+        raise ConfigError(f"{tb} is not a directory, but the run writes its TensorBoard logs there: move or remove "
+                          "it, or choose another --output")
 
 
 class RunLogger:
@@ -32,8 +55,11 @@ class RunLogger:
         if not (enabled and console):
             self.console.addHandler(logging.StreamHandler(sys.stderr))
         self.tb = None
+        self.logs_complete = True  # false once a log was deleted, replaced or cut while the run appended to it
+        self._written: dict[str, tuple[int, int]] = {}  # log -> (inode, size) after this logger's last write
         if not enabled:
             return
+        check_run_dir(output)
         os.makedirs(output, exist_ok=True)
         if console:
             fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
@@ -50,6 +76,10 @@ class RunLogger:
         if not os.path.exists(self.path("steps.csv")):
             with open(self.path("steps.csv"), "w", newline="") as f:
                 csv.writer(f).writerow(STEP_COLUMNS)
+        for name in LOGS:
+            if os.path.exists(self.path(name)):
+                st = os.stat(self.path(name))
+                self._written[name] = (st.st_ino, st.st_size)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(self.path("tb"), purge_step=resume["step"] if resume else None)
@@ -73,10 +103,12 @@ class RunLogger:
         if not self.enabled:
             return
         rows = list(rows)
-        with open(self.path("steps.csv"), "a", newline="") as f:
+
+        def write(f) -> None:
             writer = csv.writer(f)
             for step, epoch, lr, loss, *_ in rows:
                 writer.writerow((step, epoch, repr(float(lr)), repr(float(loss))))
+        self._append("steps.csv", write)
         if self.tb is not None:
             for step, _, lr, loss, *rest in rows:
                 headline = rest[0] if rest else lr
@@ -109,6 +141,14 @@ class RunLogger:
             for tag, value in (scalars or {}).items():
                 self.tb.add_scalar(tag, value, event["step"])
 
+    def results(self) -> dict:
+        """The logger's keys of results.json: ``logs_complete`` (false when a log lost rows during the run; the logs
+        are checked once more here, so a log deleted after its last write counts too)."""
+        if self.enabled:
+            for name in list(self._written):
+                self._check_intact(name)
+        return {"logs_complete": self.logs_complete}
+
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:
             write_json(self.path(name), obj)
@@ -122,8 +162,45 @@ class RunLogger:
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _append_jsonl(self, name: str, obj: dict) -> None:
-        with open(self.path(name), "a") as f:
-            f.write(json.dumps(obj, default=jsonable) + "\n")
+        self._append(name, lambda f: f.write(json.dumps(obj, default=jsonable) + "\n"))
+
+    def _append(self, name: str, write) -> None:
+        """Append to log ``name`` with ``write(f)``, after checking that it is the file this logger wrote last; a
+        file started anew gets its header (steps.csv)."""
+        path = self.path(name)
+        self._check_intact(name)
+        header = name == "steps.csv" and not os.path.exists(path)
+        with open(path, "a", newline="" if name == "steps.csv" else None) as f:
+            if header:
+                csv.writer(f).writerow(STEP_COLUMNS)
+            write(f)
+            f.flush()
+            st = os.fstat(f.fileno())
+        self._written[name] = (st.st_ino, st.st_size)
+
+    def _check_intact(self, name: str) -> None:
+        """Warn (and mark the logs incomplete) when log ``name`` is gone, another file, or shorter than this
+        logger left it."""
+        known = self._written.get(name)
+        if known is None:
+            return
+        path = self.path(name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            what = "was deleted"
+        else:
+            if st.st_ino != known[0]:
+                what = "was replaced by another file"
+            elif st.st_size < known[1]:
+                what = f"was cut from {known[1]} to {st.st_size} bytes"
+            else:
+                return
+        del self._written[name]
+        self.logs_complete = False
+        self.warning(f"warning: {path} {what} while the run was writing it: the rows written before are lost and the "
+                     f"log is incomplete (results.json: logs_complete false); the run goes on, appending to "
+                     f"{'a new ' + name if what == 'was deleted' else name}")
 
     def _truncate(self, step: int, epoch: int) -> None:
         """Drop what the interrupted run wrote after its checkpoint (step ``step``, epoch ``epoch`` not finished)."""

@@ -9,7 +9,9 @@ ConfigError (train.py: exit code 2) naming every changed setting as ``old → ne
 The split of the global batch (micro-batch, processes, accumulation) may change: a checkpoint's position is counted
 in optimizer steps and samples (:class:`Position`), and step ``s`` of an epoch is the same samples ``s*B .. (s+1)*B-1``
 of the epoch's shuffle under any split (framework/loaders.py deals them round-robin), so the run continues at the
-same step and sample. A position that does not fall on a whole step of the current split is refused.
+same step and sample. It does not continue bit-identically: which process and micro-batch gets each sample changes,
+and with it the per-micro-batch random draws, BatchNorm statistics and gradient rounding (:func:`split_change_note`
+says so). A position that does not fall on a whole step of the current split is refused.
 
 The number of CPU threads may change too, but on the CPU it changes the rounding: the kernels split their sums by
 thread, so the same step with 1 and with 2 threads differs in the loss by ~1e-6 (measured: the paper-regime MLP in
@@ -85,9 +87,28 @@ def check_resume(ckpt: dict, current: dict, split: BatchSplit, steps_per_epoch: 
     note = None
     if saved is not None and saved != split.to_dict():
         old = BatchSplit(**saved)
-        note = (f"the batch split changed: {old.describe()} then, {split.describe()} now; continuing exactly at "
-                f"step {pos.step} (sample {pos.sample} of epoch {pos.epoch})")
+        note = split_change_note(old, split, pos)
     return pos, note
+
+
+def split_change_note(old: BatchSplit, new: BatchSplit, pos: Position) -> str:
+    """What a resume under another batch split keeps and what it does not. Kept: the position, and the samples of
+    every step (framework/loaders.py deals the epoch's permutation round-robin, so step ``s`` uses samples
+    ``s*B .. (s+1)*B-1`` under any split). Not kept: which process and micro-batch each sample goes to, hence the
+    random draws made per process and micro-batch (dropout, mixup/cutmix, the batched pipeline's augmentation) and
+    BatchNorm's per-micro-batch statistics, and the summation order of the gradients."""
+    where = []
+    if old.world_size != new.world_size:
+        where.append(f"{old.world_size} -> {new.world_size} processes")
+    if old.micro_batch != new.micro_batch:
+        where.append(f"micro-batches of {old.micro_batch} -> {new.micro_batch}")
+    return (f"the batch split changed: {old.describe()} then, {new.describe()} now; continuing at step {pos.step} "
+            f"(sample {pos.sample} of epoch {pos.epoch}). Every step still trains on the same {new.batch_size} "
+            f"samples of the epoch's shuffle (step s: samples s*{new.batch_size} .. (s+1)*{new.batch_size}-1), none "
+            f"repeated or skipped, but they are dealt out differently ({', '.join(where) or 'another accumulation'}): "
+            "the random draws made per process and micro-batch (dropout, mixup/cutmix, the batched pipeline's "
+            "augmentation), BatchNorm's per-micro-batch statistics and the rounding of the gradient sums change, so "
+            "the continuation is not bit-identical to an uninterrupted run (statistically it is the same training)")
 
 
 def _norm(value: Any) -> Any:

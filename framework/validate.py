@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from .config import ConfigError
+from .logger import check_run_dir
 
 # flag -> (lowest, highest, lowest allowed?, highest allowed?); None = unbounded. An unset (None) value is not checked.
 RANGES: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
@@ -146,6 +147,7 @@ def check_output(output: Optional[str]) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         why = "read-only" if probe == path else f"{probe} is read-only"
         raise ConfigError(f"--output {output} is not writable ({why}); choose a directory you can write to")
+    check_run_dir(output)  # a log file of the run directory replaced by a directory
 
 
 def check_data_dir(args: argparse.Namespace) -> None:

@@ -8,7 +8,6 @@ For many runs of a table (mean over seeds, one panel per batch size) use scripts
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -17,21 +16,46 @@ import matplotlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from experiments.tables import ResultsError, read_results  # noqa: E402
 from framework.io import read_steps  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+class RunError(ValueError):
+    """A run directory whose files cannot be summarised (damaged or not train.py's); the message names the file."""
+
+
+SUMMARY_KEYS = ("status", "epochs", "steps", "wall_time_s")  # what the summary's first line reads from results.json
+
+
 def read_run(run: str) -> tuple[dict, dict[str, list[float]]]:
-    """results.json and the steps.csv columns (step, lr, loss) of a finished run."""
+    """results.json and the steps.csv columns (step, lr, loss) of a finished run. FileNotFoundError when one is
+    missing; :class:`RunError` naming the file when one is damaged (truncated, not JSON, rows that do not parse)."""
     results_path, steps_path = os.path.join(run, "results.json"), os.path.join(run, "steps.csv")
     for path in (results_path, steps_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: is {run} the --output of a finished train.py run?")
-    with open(results_path) as f:
-        results = json.load(f)
-    return results, read_steps(steps_path, ("step", "lr", "loss"))
+    again = (f"run train.py again with --output {run} to resume and rewrite it, or restore the file from a copy "
+             "(results/runs/ holds the records of exported runs)")
+    try:
+        results = read_results(results_path)
+    except ResultsError as e:
+        raise RunError(f"{e}; {again}") from None
+    missing = [k for k in SUMMARY_KEYS if k not in results]
+    if missing:
+        raise RunError(f"{results_path}: lacks {', '.join(missing)} (not a results.json of train.py?); {again}")
+    bad = [f"{k} = {results[k]!r}" for k in SUMMARY_KEYS[1:]
+           if not isinstance(results[k], (int, float)) or isinstance(results[k], bool)]
+    if bad:
+        raise RunError(f"{results_path}: {', '.join(bad)} is not a number (not a results.json of train.py?); {again}")
+    try:
+        steps = read_steps(steps_path, ("step", "lr", "loss"))
+    except (ValueError, TypeError, KeyError) as e:  # a cut last row, a missing column, text where a number goes
+        raise RunError(f"{steps_path}: cannot be read as train.py's steps.csv (a row or the header is damaged: "
+                       f"{type(e).__name__}: {e}); {again}") from None
+    return results, steps
 
 
 def decay_from(switch: dict) -> str:
@@ -59,8 +83,9 @@ def summary_lines(results: dict) -> list[str]:
     elif str(cfg.get("sched", "")).startswith("autowu"):
         lines.append("AutoWU did not switch")
     top1, top5 = results.get("final_top1"), results.get("final_top5")
-    if top1 is not None:
-        lines.append(f"final top-1 accuracy {top1:.2f}% (top-5 {top5:.2f}%) on the validation set")
+    if isinstance(top1, (int, float)):
+        top5_text = f"{top5:.2f}%" if isinstance(top5, (int, float)) else "-"
+        lines.append(f"final top-1 accuracy {top1:.2f}% (top-5 {top5_text}) on the validation set")
     return lines
 
 
@@ -94,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         results, steps = read_run(args.run)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for line in summary_lines(results):
