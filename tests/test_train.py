@@ -12,7 +12,7 @@ from conftest import TINY, decisions, read_jsonl, read_steps, run_inprocess
 
 import autowu
 
-SCHEDULES = ["baseline", "const-cosine", "autowu-cos", "autowu-const-cos"]
+SCHEDULES = ["baseline", "const-cosine", "constant", "autowu-cos", "autowu-const-cos"]
 LR_BASE = {"adamp": 1e-3, "lamb": 1e-2, "sgd": 0.1}  # Section 3 / Appendix B (SGD: our comparison value)
 RESULT_FIELDS = {"status", "config", "final_top1", "final_top5", "best_top1", "best_top5", "best_epoch", "switch",
                  "wall_time_s", "epochs", "steps", "images_per_s", "hardware"}
@@ -26,6 +26,8 @@ def check_lr_curve(sched: str, lrs: list[float], peak: float, run) -> None:
         assert lrs[:W] == pytest.approx([peak * t / W for t in range(W)])
         assert lrs[W:] == pytest.approx([peak * 0.5 * (1 + math.cos(math.pi * (t - W) / (TOTAL - W)))
                                          for t in range(W, TOTAL)])
+    elif sched == "constant":  # the peak at every step (Schedule-Free's: its warmup is inside the optimizer)
+        assert lrs == pytest.approx([peak] * TOTAL)
     elif sched == "const-cosine":  # constant, then cosine from step 10 to 0 at step 12 (last round(0.2 * 12) steps)
         assert lrs[:TOTAL - 1] == pytest.approx([peak] * (TOTAL - 1))
         assert lrs[TOTAL - 1] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi / 2)))
@@ -145,5 +147,7 @@ def test_autolr_decisions_set_the_logged_lr(tmp_path, opt):
 
 
 def test_schedules_tested_here_are_all_the_library_offers():
-    """A schedule added to autowu must be added to these end-to-end runs too."""
-    assert set(autowu.SCHEDULES) - {"autolr"} == set(SCHEDULES) and "autolr" in autowu.SCHEDULES
+    """A schedule added to autowu must be added to these end-to-end runs too (AutoLR's and the range test's are in
+    test_every_optimizer_runs_autolr above and tests/test_auto_methods.py)."""
+    assert set(autowu.SCHEDULES) - {"autolr", "range-test-cos"} == set(SCHEDULES)
+    assert {"autolr", "range-test-cos"} <= set(autowu.SCHEDULES)
