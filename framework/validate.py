@@ -188,7 +188,9 @@ def data_source(args: argparse.Namespace) -> str:
     if args.dataset in ("cifar10", "cifar100"):
         d, _ = data.find_cifar(args.dataset, args.data_dir)
         return f"{args.dataset} read from {d}"
-    return f"ImageNet read from {data.imagenet_root(args.data_dir)} (train/ and val/)"
+    if args.dataset == "imagenet":
+        return f"ImageNet read from {data.imagenet_root(args.data_dir)} (train/ and val/)"
+    return f"{args.dataset} read by its reader (framework/datasets.py) from --data-dir {args.data_dir}"
 
 
 def check_args(args: argparse.Namespace) -> None:
