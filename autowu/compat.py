@@ -38,7 +38,9 @@ class LoopCalls:
             raise ValueError(f"AutoWU.step(loss, metric={metric!r}): pass the step's loss only, scheduler.step(loss)")
         if loss is None:
             raise ValueError("AutoWU.step() needs the loss of the optimizer step just taken: call "
-                             "scheduler.step(loss)")
+                             "scheduler.step(loss). In PyTorch Lightning, override LightningModule.lr_scheduler_step"
+                             "(self, scheduler, metric) to call scheduler.step(<the step's loss>) (README, 'Lightning, "
+                             "timm and DDP'); Lightning's own call passes no loss")
         loss = _detach_loss(loss)
         self._warn_if_before_optimizer_step()
         self._record(loss)

@@ -215,3 +215,15 @@ def test_timm_optimizer_groups_keep_their_ratios():
         seen.append(lrs[0])
     assert all(b > a for a, b in zip(seen, seen[1:]))  # warming up
     assert [g["weight_decay"] for g in optimizer.param_groups] == decays
+
+
+def test_lightning_without_the_hook_says_to_override_lr_scheduler_step(lightning, tmp_path):
+    """Lightning's own lr_scheduler_step calls scheduler.step() without the loss: the error names the fix."""
+    class NoHook(lightning.LitClassifier):
+        lr_scheduler_step = pl.LightningModule.lr_scheduler_step
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    args = lightning.get_args_parser().parse_args(["--output", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"override LightningModule\.lr_scheduler_step"):
+        trainer.fit(NoHook(steps_per_epoch=12, total_epochs=1), lightning.make_loader(args))
