@@ -326,9 +326,13 @@ def write_page(table: Table, text: str, out: str, force: bool = False) -> Option
     have = FINISHED.search(old)
     new = FINISHED.search(text)
     if have and new and not force and int(new.group(1)) < int(have.group(1)):
+        records = os.path.join(ROOT, "results", "runs", table.name)
+        how = ("a fresh clone has no runs/: rebuild from the committed records with --runs-dir results/runs"
+               if os.path.isdir(records) else
+               f"this table has no committed records (results/runs/{table.name}/ does not exist): rerun its sweep "
+               f"(python scripts/sweep.py {table.name} --local) to rebuild them")
         return (f"{out} reports {have.group(1)} of {have.group(2)} runs finished, the runs found now give "
-                f"{new.group(1)} of {new.group(2)}: not overwritten (a fresh clone has no runs/: rebuild from the "
-                "committed records with --runs-dir results/runs, or pass --force to replace it)")
+                f"{new.group(1)} of {new.group(2)}: not overwritten ({how}, or pass --force to replace it)")
     hand = HAND_WRITTEN.search(old)
     if hand:
         text = text.rstrip("\n") + "\n\n" + old[hand.start():]

@@ -96,7 +96,9 @@ def test_collect_refuses_a_less_complete_page_and_keeps_the_hand_written_part(ta
     capsys.readouterr()
     assert collect.main([table.path, "--runs-dir", str(tmp_path / "empty"), "--out", str(page)]) == 2
     err = capsys.readouterr().err
-    assert "2 of 12" in err and "0 of 12" in err and "--force" in err and "--runs-dir results/runs" in err
+    assert "2 of 12" in err and "0 of 12" in err and "--force" in err
+    # this table has no committed records: the way forward is its sweep, not --runs-dir results/runs (issue 22)
+    assert "no committed records" in err and "python scripts/sweep.py tbl --local" in err
     assert page.read_text() == before
 
     # more runs: rewritten, and the hand-written part is still there, once
