@@ -314,7 +314,19 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error{where}: {e}\n")
         cleanup()
         return 2
-    run = build(args, info, p)
+    try:
+        run = build(args, info, p)
+    except OSError as e:  # args.yaml / env.json / the logs cannot be written (disk full, quota, read-only)
+        if e.errno not in DISK_ERRORS:
+            raise
+        sys.stderr.write(f"error{where}: cannot write to the run directory {args.output}: {e.strerror} "
+                         f"({errno.errorcode[e.errno]}{f', {e.filename}' if e.filename else ''}) before training "
+                         "started; its checkpoints are as they were. Free space or fix the directory, then run the "
+                         "same command\n")
+        if lock is not None:
+            lock.release()
+        cleanup()
+        return 1
     for note in (lock.notes if lock else []) + p.warnings:
         run.logger.warning(note)
     run.logger.info(f"data: {data_source(args)}")

@@ -581,3 +581,28 @@ def test_a_damaged_fashion_mnist_file_is_one_line(tmp_path, capsys, damage, why)
     line = refused(capsys, ["--dataset", "fashion_mnist", "--data-dir", str(d), "--model", "fmnist_mlp",
                             "--batch-size", "256", "--epochs", "1", "--output", str(run)], run)
     assert target.name in line and why in line
+
+
+@pytest.mark.parametrize("target", ["args.yaml", "env.json"])
+def test_disk_full_writing_args_or_env_is_one_line_and_keeps_the_checkpoints(finished_run, tmp_path, capsys,
+                                                                              monkeypatch, target):
+    """Issue 22: a full disk while train.py writes args.yaml or env.json (before training) was a raw traceback."""
+    import framework.io
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "results.json").unlink()  # unfinished: the command resumes
+    before = {n: (run / n).read_bytes() for n in ("last.pt", "prev.pt")}
+    real = framework.io.atomic_write
+
+    def full(path, *a, **k):
+        if str(path).endswith(target):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **k)
+    import framework.config
+    monkeypatch.setattr(framework.io, "atomic_write", full)      # env.json (write_json)
+    monkeypatch.setattr(framework.config, "atomic_write", full)  # args.yaml (write_config)
+    code = run_inprocess([*TINY, "--epochs", "2", "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "No space left on device (ENOSPC" in lines[0] and target in lines[0]
+    assert {n: (run / n).read_bytes() for n in ("last.pt", "prev.pt")} == before
