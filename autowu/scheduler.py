@@ -441,7 +441,10 @@ class AutoWU(LoopCalls, StepScheduler):
         """Check every key, then build every part (generator, GP state, history) aside, and only then replace this
         scheduler's state: a bad state_dict raises ValueError naming the key and leaves the scheduler untouched."""
         _check_state(state_dict, _state_checks(self.total_steps, self.variant), "AutoWU")
-        _check_config(self._config(), state_dict.get("config"))
+        _check_config(self._config(), state_dict.get("config"), added_later={
+            # settings later versions added, with the behaviour states saved before them had
+            "test_every": self.steps_per_epoch, "max_overshoot": None, "warmup_unit": "step", "warmup_only": False,
+            "cooldown_type": "cosine", "decay_phase_stat": None, "decay_phase_factor": 1.0, "variant": "official"})
         rng = _part(state_dict, "rng", _generator)
         gp_state = _part(state_dict, "gp_state", GPState.from_dict)
         history = _part(state_dict, "history", _history)

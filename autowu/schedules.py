@@ -281,13 +281,26 @@ def _check_state(state_dict: Any, checks: dict, owner: str) -> None:
             raise ValueError(f"cannot load {owner} state: {key!r} is {state_dict[key]!r:.80}, expected {wanted}")
 
 
-def _check_config(mine: dict, theirs: Any) -> None:
+_MISSING = object()
+
+
+def _check_config(mine: dict, theirs: Any, added_later: Optional[dict] = None) -> None:
     """The settings a state was saved with (its ``config``) against this scheduler's: a state without them could
-    come from a scheduler of another shape, and is refused."""
+    come from a scheduler of another shape, and is refused. A setting the state lacks (saved by an older version)
+    passes only when it is in ``added_later`` and this scheduler has the value that older version implied; any other
+    missing setting is refused, naming it."""
+    owner = mine.get("class", "scheduler")
     if not isinstance(theirs, dict):
-        raise ValueError(f"cannot load {mine.get('class', 'scheduler')} state: its 'config' (the settings it was saved "
+        raise ValueError(f"cannot load {owner} state: its 'config' (the settings it was saved "
                          "with) is missing, so it cannot be checked against this scheduler; pass the dict returned "
                          "by state_dict()")
+    for key in [k for k in mine if k not in theirs]:
+        implied = (added_later or {}).get(key, _MISSING)
+        if implied is _MISSING or implied != mine[key]:
+            then = "" if implied is _MISSING else f" (it behaved as {key}={implied!r})"
+            raise ValueError(f"cannot load {owner} state: it was saved without the setting {key!r}, by an older "
+                             f"version{then}, and this scheduler has {key}={mine[key]!r}; build the scheduler with the "
+                             "settings of the run that saved it")
     for key, value in mine.items():
         if key in theirs and theirs[key] != value:
             raise ValueError(f"cannot load scheduler state: it was saved with {key}={theirs[key]!r} but this "

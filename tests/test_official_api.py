@@ -473,3 +473,19 @@ def test_a_state_without_its_config_is_refused_by_every_schedule():
     del state["config"]
     with pytest.raises(ValueError, match="'config' .* is missing"):
         WarmupCosine(make_opt(), 20, 10).load_state_dict(state)
+
+
+def test_a_state_from_an_older_version_without_a_setting_is_checked_not_skipped():
+    """Issue 22: a state lacking a setting skipped its check. Now it passes only with the value the older version
+    implied (test_every = an epoch's steps: the paper's cadence), and is refused, naming the setting, otherwise."""
+    s = AutoWU(make_opt(), 10, 10)
+    for _ in range(3):
+        s.step(1.0)
+    old = s.state_dict()
+    del old["config"]["test_every"]
+    AutoWU(make_opt(), 10, 10).load_state_dict(old)  # the paper's cadence: as the old version behaved
+    with pytest.raises(ValueError, match="saved without the setting 'test_every'.*test_every=5"):
+        AutoWU(make_opt(), 10, 10, test_every=5).load_state_dict(old)
+    del old["config"]["eta_min"]  # never optional
+    with pytest.raises(ValueError, match="saved without the setting 'eta_min'"):
+        AutoWU(make_opt(), 10, 10).load_state_dict(old)
