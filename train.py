@@ -296,6 +296,12 @@ class Run:
     record: RunRecord = field(default_factory=RunRecord)
 
 
+def disk_error(e: OSError, output: str) -> str:
+    """What a disk error (one of DISK_ERRORS) did: the run directory, the reason, its errno name and the file."""
+    return (f"cannot write to the run directory {output}: {e.strerror} "
+            f"({errno.errorcode[e.errno]}{f', {e.filename}' if e.filename else ''})")
+
+
 def main(args: argparse.Namespace) -> int:
     """parse (done by the caller) -> plan -> build -> resume -> loop -> finish."""
     try:
@@ -319,10 +325,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:  # args.yaml / env.json / the logs cannot be written (disk full, quota, read-only)
         if e.errno not in DISK_ERRORS:
             raise
-        sys.stderr.write(f"error{where}: cannot write to the run directory {args.output}: {e.strerror} "
-                         f"({errno.errorcode[e.errno]}{f', {e.filename}' if e.filename else ''}) before training "
-                         "started; its checkpoints are as they were. Free space or fix the directory, then run the "
-                         "same command\n")
+        sys.stderr.write(f"error{where}: {disk_error(e, args.output)} before training started; its checkpoints are as "
+                         "they were. Free space or fix the directory, then run the same command\n")
         if lock is not None:
             lock.release()
         cleanup()
@@ -349,9 +353,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:  # the run directory's disk is full, gone or read-only while writing logs
         if e.errno not in DISK_ERRORS:
             raise
-        sys.stderr.write(f"error{where}: cannot write to the run directory {args.output}: {e.strerror} "
-                         f"({errno.errorcode[e.errno]}{f', {e.filename}' if e.filename else ''}); last.pt is the last "
-                         "checkpoint. Free space or fix the directory, then run the same command to resume\n")
+        sys.stderr.write(f"error{where}: {disk_error(e, args.output)}; last.pt is the last checkpoint. Free space or "
+                         "fix the directory, then run the same command to resume\n")
         return 1
     except RuntimeError as e:  # a collective failed: name the rank that stopped answering
         if heartbeat is None:
