@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -630,14 +630,19 @@ def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-if __name__ == "__main__":
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python train.py ARGV``: a bad config file is one ``error:`` line and exit 2; Ctrl-C before the loop, 130."""
     try:
-        parsed = parse_args(get_args_parser())
+        parsed = parse_args(get_args_parser(), argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     try:
-        sys.exit(main(parsed))
+        return main(parsed)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started: no traceback, nothing saved
         print("interrupted: exiting without saving (the last checkpoint, if any, is as it was)", file=sys.stderr)
-        sys.exit(130)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
