@@ -94,8 +94,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--pin-mem", action=flag, default=True, help="pinned host memory for GPU copies")
     g.add_argument("--gpu-data", action=flag, default=False, help="hold small datasets on the device")
     g.add_argument("--imagenet-input", default="fast", choices=["fast", "timm", "gpu"],
-                   help="ImageNet: fast (libjpeg-turbo at reduced size, uint8 crops, normalised on the device), timm "
-                   "(PIL + timm transforms, also the only one with --auto-augment/--reprob), gpu (nvJPEG batch decode "
+                   help="ImageNet: fast (libjpeg-turbo at reduced size, uint8 crops; normalisation, --auto-augment's "
+                   "RandAugment and --reprob on the device), timm "
+                   "(PIL + timm's per-sample transforms), gpu (nvJPEG batch decode "
                    "and crops on the GPU)")
     g.add_argument("--pipeline", default="auto", choices=["auto", "batched", "workers"],
                    help="input pipeline: batched (whole micro-batches, AutoAugment drawn per group of 8 images), "

@@ -62,6 +62,8 @@ def imagenet_transforms(args: argparse.Namespace, img_size: int) -> tuple[Callab
     in 'pixel' mode)."""
     from timm.data import create_transform
     deit = bool(args.auto_augment)
+    if deit:
+        check_timm_randaugment()
     interpolation = "bicubic" if deit else "bilinear"
     from .datasets import DATASETS
     mean, std = DATASETS["imagenet"].mean, DATASETS["imagenet"].std
@@ -72,3 +74,17 @@ def imagenet_transforms(args: argparse.Namespace, img_size: int) -> tuple[Callab
     val = create_transform(img_size, is_training=False, interpolation=interpolation, crop_pct=224 / 256,
                            mean=mean, std=std)
     return train, val
+
+
+def check_timm_randaugment() -> None:
+    """timm's RandAugment with ``inc1`` posterizes down to 0 bits at the top magnitude; Pillow 13 refuses that, so
+    the run would stop mid-epoch the first time the draw comes up. Refuse before the run instead (ValueError)."""
+    from PIL import Image
+    from timm.data.auto_augment import posterize
+    try:
+        posterize(Image.new("RGB", (2, 2)), 0)
+    except ValueError as e:
+        import PIL
+        raise ValueError(f"--imagenet-input timm --auto-augment: timm's RandAugment cannot run with Pillow "
+                         f"{PIL.__version__} ({e}: its posterize draws 0 bits); install pillow<13 (constraints.txt "
+                         "pins 12.3.0) or use --imagenet-input fast, which runs RandAugment on the device") from None

@@ -18,10 +18,11 @@ from typing import Callable, Iterable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import array_transform, imagenet_transforms, mixup_fn, uses_mixup
+from .augment import DEIT_RAND_AUGMENT, array_transform, imagenet_transforms, mixup_fn, uses_mixup
 from .batch import BatchSplit, split_batch, steps_per_epoch
 from .datasets import DATASET_NAMES, DATASETS, SyntheticImages, check_imagenet, imagenet_root, subset
-from .gpu_data import BatchAugment
+from .gpu_data import BatchAugment, grouped_randaugment, parse_rand_augment, random_erasing
+from .seeding import derive_seed
 from .loaders import SeededDataset, TensorDataset, TensorTrainLoader, TensorValLoader, TrainLoader, WorkerTrainLoader
 
 
@@ -116,12 +117,9 @@ def build_data(args: argparse.Namespace, *, rank: int, world_size: int, device: 
 
 
 def imagenet_input(args: argparse.Namespace) -> str:
-    """``--imagenet-input``: fast (framework/jpeg.py) unless the recipe needs timm's per-sample PIL transforms
-    (``--auto-augment``: RandAugment and colour jitter; ``--reprob``), which only ``timm`` has."""
-    mode = getattr(args, "imagenet_input", "fast")
-    if mode != "timm" and (args.auto_augment or args.reprob):
-        return "timm"
-    return mode
+    """``--imagenet-input``: fast (framework/jpeg.py; ``--auto-augment``'s RandAugment and ``--reprob``'s random
+    erasing run on the device, framework/gpu_data.py), timm (PIL + timm's per-sample transforms) or gpu."""
+    return getattr(args, "imagenet_input", "fast")
 
 
 class _OnDevice:
@@ -179,10 +177,15 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
         def val_norm(x: torch.Tensor) -> torch.Tensor:
             return jpeg.normalize(x.to(device, non_blocking=True), mean, std)
 
-        def on_device(x) -> torch.Tensor:
-            if gpu:
-                x = jpeg.decode_batch_on_device(x[0], x[1], img_size, device)
-            return val_norm(x)
+        rand_augment = parse_rand_augment(DEIT_RAND_AUGMENT) if args.auto_augment else None
+
+        def on_device(x, seed: int) -> torch.Tensor:
+            """uint8 crops (or, with gpu, file bytes and boxes) -> the normalised, augmented batch on the device."""
+            x = jpeg.decode_batch_on_device(x[0], x[1], img_size, device) if gpu else x.to(device, non_blocking=True)
+            if rand_augment is not None:  # the DeiT recipe's RandAugment, one draw per group of 8 images
+                x = grouped_randaugment(x, derive_seed(seed, 0), 8, **rand_augment)
+            x = jpeg.normalize(x, mean, std)
+            return random_erasing(x, args.reprob or 0.0, derive_seed(seed, 1))  # timm's, in its 'pixel' mode
     num_classes = len(train_set.classes)
     if args.num_classes is not None and args.num_classes != num_classes:
         raise ValueError(f"--num-classes {args.num_classes} but {root / 'train'} has {num_classes} class folders")

@@ -14,6 +14,7 @@ for AutoAugment's CPU draws), so a batch's augmentation is a function of that se
 """
 from __future__ import annotations
 
+import random
 from typing import Optional, Sequence
 
 import torch
@@ -65,6 +66,66 @@ def grouped_autoaugment(x: torch.Tensor, seed: int, group: int,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.cat([aa(chunk) for chunk in x.split(max(group, 1))])
+
+
+def grouped_randaugment(x: torch.Tensor, seed: int, group: int, num_ops: int = 2, magnitude: float = 9.0,
+                        magnitude_std: float = 0.5) -> torch.Tensor:
+    """RandAugment on a uint8 batch, on the batch's device: torchvision's ``v2.RandAugment`` (``num_ops`` ops of its
+    14, Identity included), one draw of ops and magnitude per group of ``group`` images. The magnitude follows timm's
+    ``rand-m9-mstd0.5``: drawn per group from N(``magnitude``, ``magnitude_std``), clipped to [0, 10], and scaled as
+    a fraction m/10 of each op's maximum (101 bins); posterize and solarize get stronger with it, as timm's ``inc1``.
+    What differs from timm's per-sample PIL version: torchvision's op set (no Invert or SolarizeAdd, an Identity
+    op instead) and every drawn op applied (timm applies each with probability 1/2). Seeded like
+    :func:`grouped_autoaugment`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = []
+        for chunk in x.split(max(group, 1)):
+            m = float(torch.randn(()).item()) * magnitude_std + magnitude
+            m = min(max(m, 0.0), 10.0)
+            ra = v2.RandAugment(num_ops=num_ops, magnitude=round(m * 10), num_magnitude_bins=101)
+            out.append(ra(chunk))
+        return torch.cat(out)
+
+
+def parse_rand_augment(spec: str) -> dict:
+    """timm's RandAugment string (``rand-m9-n2-mstd0.5[-inc1]``) -> keyword arguments of :func:`grouped_randaugment`;
+    a part it does not know is a ``ValueError`` naming it."""
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"RandAugment spec {spec!r} must start with 'rand-' (timm's format, e.g. rand-m9-mstd0.5)")
+    kw: dict = {}
+    for part in parts[1:]:
+        key = next((k for k in ("mstd", "inc", "m", "n") if part.startswith(k)), None)
+        try:
+            value = float(part[len(key):]) if key else None
+        except ValueError:
+            value = None
+        if key is None or value is None:
+            raise ValueError(f"RandAugment spec {spec!r}: unknown part {part!r} (known: mN, nN, mstdX, inc1)")
+        if key == "inc" and value != 1:
+            raise ValueError(f"RandAugment spec {spec!r}: only inc1 (severity grows with the magnitude) is built")
+        kw.update({"m": {"magnitude": value}, "n": {"num_ops": int(value)}, "mstd": {"magnitude_std": value},
+                   "inc": {}}[key])
+    return kw
+
+
+def random_erasing(x: torch.Tensor, prob: float, seed: int, mode: str = "pixel", count: int = 1) -> torch.Tensor:
+    """timm's ``RandomErasing`` (its batch mode, on the batch's device, after normalisation, as timm's
+    ``PrefetchLoader`` does) with every draw taken from ``seed``: Python's and torch's generators are forked, so the
+    caller's random streams are untouched."""
+    from timm.data.random_erasing import RandomErasing
+    if prob <= 0:
+        return x
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=x.device.type):
+            torch.manual_seed(seed)
+            return RandomErasing(prob, mode=mode, max_count=count, device=x.device)(x)
+    finally:
+        random.setstate(state)
 
 
 class BatchAugment:

@@ -78,8 +78,8 @@ class WorkerTrainLoader(TrainLoader):
     def __init__(self, dataset: Dataset, *, workers: int, pin_memory: bool,
                  on_device: Optional[Callable[[Any], torch.Tensor]] = None, collate_fn: Optional[Callable] = None,
                  **kw: Any):
-        """``dataset[(index, epoch)]`` -> (image, label); ``on_device(x)``: what the batch's images become on the
-        run's device (framework/jpeg.py: uint8 -> normalised float, or the nvJPEG decode of file bytes)."""
+        """``dataset[(index, epoch)]`` -> (image, label); ``on_device(x, seed)``: what the batch's images become on
+        the run's device, with the batch's seed for its augmentation there (framework/jpeg.py: uint8 -> normalised float, or the nvJPEG decode of file bytes)."""
         super().__init__(len(dataset), **kw)
         self.on_device = on_device
         self.loader = DataLoader(dataset, batch_sampler=_KeySampler(self), num_workers=workers,
@@ -91,7 +91,7 @@ class WorkerTrainLoader(TrainLoader):
         for b, batch in enumerate(self.loader, start=self.start_batch):
             x, y = batch[:-1] if len(batch) > 2 else batch[0], batch[-1]
             if self.on_device is not None:
-                x, y = self.on_device(x), y.to(self.device, non_blocking=True)
+                x, y = self.on_device(x, self.batch_seed(b, 2)), y.to(self.device, non_blocking=True)
             elif self.mixup is not None:  # mix on the device, like DeiT
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield mix(self.mixup, x, y, self.batch_seed(b, 1))

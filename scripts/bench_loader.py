@@ -48,6 +48,9 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--imagenet-sample", type=int, default=0, metavar="N",
                    help="time timm's and our ImageNet input on N generated photo JPEGs (see above)")
+    p.add_argument("--device-work", action="store_true",
+                   help="with --imagenet-sample: time each pipeline up to the normalised, augmented batch (the "
+                   "device's part, here on the CPU, included: with --workers 0 every image's whole cost on one core)")
     p.add_argument("--modes", default=None,
                    help="with --imagenet-sample: the --imagenet-input modes to time (default timm,fast; plus gpu on "
                    "a GPU: nvJPEG batch decode and crops on the device, timed up to the normalised batch)")
@@ -128,7 +131,7 @@ def imagenet_comparison(opts: argparse.Namespace, rest: list[str]) -> int:
         data = build_data(args, rank=0, world_size=1, device=device if mode == "gpu" else torch.device("cpu"))
         # timm / fast: the workers' output as the DataLoader delivers it (timm: float, normalised; ours: uint8, to
         # be normalised on the device), the CPU cost of the input; gpu: up to the normalised batch on the device
-        batches = endless(data.train) if mode == "gpu" else _raw_batches(data.train)
+        batches = endless(data.train) if mode == "gpu" or opts.device_work else _raw_batches(data.train)
         r = time_windows(batches, device if mode == "gpu" else torch.device("cpu"), opts.windows,
                          opts.window_batches, opts.warmup, args.micro_batch)
         peak = _worker_peak_mb(data.train)

@@ -151,3 +151,73 @@ def test_batched_decode_path_gives_the_cpu_crops(folder):
     data.train.set_epoch(0)
     x, y = next(iter(data.train))
     assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
+
+
+def _first_batch(data, epoch: int = 0) -> torch.Tensor:
+    data.train.set_epoch(epoch)
+    return next(iter(data.train))[0]
+
+
+def test_randaugment_and_random_erasing_run_on_the_device_in_the_fast_path(folder):
+    """--auto-augment (the DeiT recipe's RandAugment) and --reprob no longer send ImageNet to timm's per-sample
+    pipeline: the fast path applies them to the batch on the device. They change the batch, a seed fixes them, and
+    random erasing replaces whole rectangles with N(0, 1) noise after normalisation (timm's 'pixel' mode)."""
+    plain = _first_batch(build_data(args_for(folder), rank=0, world_size=1, device=CPU))
+    ra = build_data(args_for(folder, auto_augment=True), rank=0, world_size=1, device=CPU)
+    x = _first_batch(ra)
+    assert x.shape == plain.shape and not torch.equal(x, plain)  # the same crops, then RandAugment
+    assert torch.equal(x, _first_batch(build_data(args_for(folder, auto_augment=True), rank=0, world_size=1,
+                                                  device=CPU)))
+    assert not torch.equal(x, _first_batch(ra, epoch=1))
+    erased = _first_batch(build_data(args_for(folder, reprob=1.0, batch_size=8, micro_batch=8), rank=0,
+                                     world_size=1, device=CPU))
+    base = _first_batch(build_data(args_for(folder, batch_size=8, micro_batch=8), rank=0, world_size=1, device=CPU))
+    changed = (erased != base).any(1)  # (N, H, W): where some channel differs
+    assert changed.flatten(1).any(1).all()  # probability 1: every image has its rectangle
+    for img in changed:
+        rows, cols = img.any(1).nonzero().flatten(), img.any(0).nonzero().flatten()
+        box = img[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.float().mean() > 0.95  # one filled rectangle
+        area = box.numel() / img.numel()
+        assert 0.02 - 1e-3 <= area <= 1 / 3 + 0.05
+
+
+def test_grouped_randaugment_draws_per_group_and_parses_timms_spec():
+    from framework.gpu_data import grouped_randaugment, parse_rand_augment
+    assert parse_rand_augment("rand-m9-mstd0.5-inc1") == {"magnitude": 9.0, "magnitude_std": 0.5}
+    assert parse_rand_augment("rand-m7-n3") == {"magnitude": 7.0, "num_ops": 3}
+    for bad in ("auto-m9", "rand-q9", "rand-mx", "rand-m9-inc0"):
+        with pytest.raises(ValueError, match="RandAugment spec"):
+            parse_rand_augment(bad)
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    state = torch.get_rng_state()
+    a = grouped_randaugment(x, 3, 8, magnitude=9, magnitude_std=0.5)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream untouched
+    assert torch.equal(a, grouped_randaugment(x, 3, 8, magnitude=9, magnitude_std=0.5))
+    assert a.dtype == torch.uint8 and a.shape == x.shape
+    changed = [(g != h).any().item() for g, h in zip(a.split(8), x.split(8))]
+    assert sum(changed) >= 2  # groups get their own draws; Identity twice in a group leaves it as it was
+    assert torch.equal(grouped_randaugment(x, 3, 8, magnitude=0, magnitude_std=0.0, num_ops=0), x)
+
+
+def test_timms_randaugment_under_a_pillow_that_refuses_zero_bits_is_refused_before_the_run(folder, monkeypatch):
+    """Pillow 13 raises on posterize(bits=0), which timm's RandAugment (rand-m9-mstd0.5-inc1) draws at the top
+    magnitude: the timm path would die mid-epoch. It is refused when the data is built, naming the way out."""
+    from PIL import ImageOps
+
+    def strict(image, bits):
+        if not 1 <= bits <= 8:
+            raise ValueError("bits must be between or equal to 1 and 8")
+        return image
+    monkeypatch.setattr(ImageOps, "posterize", strict)
+    with pytest.raises(ValueError, match="pillow<13.*--imagenet-input fast"):
+        build_data(args_for(folder, imagenet_input="timm", auto_augment=True), rank=0, world_size=1, device=CPU)
+    build_data(args_for(folder, imagenet_input="fast", auto_augment=True), rank=0, world_size=1, device=CPU)
+
+
+def test_timms_deit_pipeline_runs_a_whole_epoch_with_the_pinned_pillow(folder):
+    data = build_data(args_for(folder, imagenet_input="timm", auto_augment=True, reprob=0.25, batch_size=16,
+                               micro_batch=16), rank=0, world_size=1, device=CPU)
+    for epoch in range(4):  # 64 RandAugment draws of 2 ops each, magnitude noise included
+        data.train.set_epoch(epoch)
+        assert all(x.shape == (16, 3, 64, 64) for x, _ in data.train)
