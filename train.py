@@ -598,7 +598,10 @@ def finish(run: Run, status: str) -> None:
                "steps": pos.step,
                "images_per_s": (sum(rec.images_per_s) / len(rec.images_per_s)) if rec.images_per_s else None,
                "hardware": hardware, "split": run.data.split.to_dict(), **run.schedule.results(run.scheduler),
-               **run.logger.results()}
+               "unreadable_image_reads": run.data.unreadable(), **run.logger.results()}
+    if results["unreadable_image_reads"]:
+        run.logger.warning(f"{results['unreadable_image_reads']} reads of unreadable images were replaced by the next "
+                           "readable image (rank 0's count; each file is named in a warning above)")
     run.logger.write_json("results.json", results)
     run.logger.info(f"{status}: final top1 {_fmt(rec.final_top1)} best top1 {_fmt(rec.best_top1)} "
                     f"(epoch {rec.best_epoch}); {pos.step} steps in {rec.elapsed_s:.0f}s")

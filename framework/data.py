@@ -39,6 +39,7 @@ class Data:
     split: BatchSplit  # batch = micro-batch x processes x accumulation (framework/batch.py)
     pipeline: str  # "batched" or "workers"
     new_train_loader: Callable[[], TrainLoader]  # another loader over the same training set (AutoLR's probes)
+    unreadable: Callable[[], int] = lambda: 0  # reads of unreadable images skipped so far (ImageNet folders)
 
     @property
     def accum_steps(self) -> int:  # micro-batches per optimizer step on each rank
@@ -147,7 +148,7 @@ def _pin(args: argparse.Namespace, device: torch.device) -> bool:
 def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, device: torch.device,
                     split: BatchSplit) -> Data:
     """ImageNet from an ImageFolder layout through DataLoader workers (timm transforms)."""
-    from torchvision.datasets import ImageFolder
+    from . import jpeg
     problems = check_imagenet(args.data_dir)
     if problems:
         raise FileNotFoundError(
@@ -163,10 +164,10 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
     pin = _pin(args, device)
     if mode == "timm":
         train_tf, val_tf = imagenet_transforms(args, img_size)
-        train_set, val_set = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"), transform=val_tf)
+        train_set = jpeg.safe_image_folder(str(root / "train"))  # an unreadable image: skipped, warned, counted
+        val_set = jpeg.safe_image_folder(str(root / "val"), transform=val_tf)
         on_device = collate = val_norm = None
     else:  # framework/jpeg.py: libjpeg-turbo at reduced size, uint8 crops, normalised on the device
-        from . import jpeg
         mean, std = DATASETS["imagenet"].mean, DATASETS["imagenet"].std
         gpu = mode == "gpu"
         train_set = jpeg.FastImageFolder(str(root / "train"), img_size, train=True, seed=args.seed,
@@ -208,4 +209,4 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
     if val_norm is not None:
         val = _OnDevice(val, val_norm)
     return Data(new_train_loader(), val, num_classes, 3, img_size, len(train_y), steps, split, "workers",
-                new_train_loader)
+                new_train_loader, lambda: train_set.unreadable.value + val_set.unreadable.value)

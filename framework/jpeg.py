@@ -42,6 +42,8 @@ try:  # libjpeg-turbo with DCT scaling; optional (torchvision's decoder otherwis
 except ImportError:  # pragma: no cover - depends on the installation
     simplejpeg = None
 
+from PIL.Image import DecompressionBombError as _Bomb
+
 SCALE, RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
 
 
@@ -136,7 +138,55 @@ def _resized_crop(img: torch.Tensor, box: Sequence[float], size: int) -> torch.T
     return TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
 
 
-class FastImageFolder(Dataset):
+class SkipsUnreadable:
+    """An image dataset that replaces an unreadable image by the next readable one: a warning naming the file (once
+    per file and process), and a count shared with the DataLoader workers (``unreadable``) that the run reports."""
+
+    samples: list
+
+    def _init_skips(self) -> None:
+        self.unreadable = multiprocessing.Value("i", 0)  # shared with the DataLoader workers (fork or spawn)
+        self._warned: set = set()
+
+    def _first_readable(self, index: int, load) -> tuple:
+        """``load(path, i)`` for the first readable sample from ``index`` on (wrapping round)."""
+        for attempt in range(len(self.samples)):
+            i = (index + attempt) % len(self.samples)
+            path = self.samples[i][0]
+            try:
+                return load(path, i)
+            except (UnreadableImage, OSError, SyntaxError, _Bomb) as e:  # what PIL and the decoders raise for bad files
+                self._skip(path, e)
+        raise UnreadableImage(f"{getattr(self, 'root', '?')}: no image of the dataset can be read")
+
+    def _skip(self, path: str, error: Exception) -> None:
+        with self.unreadable.get_lock():
+            self.unreadable.value += 1
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(f"skipped an unreadable image, {path} ({error}); the next readable one is used in its place",
+                          stacklevel=3)
+            print(f"warning: skipped an unreadable image: {path}", file=sys.stderr, flush=True)
+
+
+def safe_image_folder(root: str, transform=None) -> Dataset:
+    """torchvision's ``ImageFolder`` (timm's ImageNet input) that skips an unreadable image like
+    :class:`FastImageFolder` instead of raising mid-epoch."""
+    from torchvision.datasets import ImageFolder
+
+    class SafeImageFolder(SkipsUnreadable, ImageFolder):
+        def __getitem__(self, index: int):
+            def load(path: str, i: int):
+                img = self.loader(path)
+                return (self.transform(img) if self.transform is not None else img), self.targets[i]
+            return self._first_readable(index, load)
+
+    ds = SafeImageFolder(root, transform=transform)
+    ds._init_skips()
+    return ds
+
+
+class FastImageFolder(SkipsUnreadable, Dataset):
     """An ImageFolder layout (``root/<class>/<image>``, torchvision's class order) read as uint8 crops.
 
     Item ``(index, epoch)`` (train) or ``index`` (val): ``(uint8 (3, size, size), label)``; with ``gpu_decode`` the
@@ -150,8 +200,7 @@ class FastImageFolder(Dataset):
         self.classes, class_to_idx = find_classes(root)
         self.samples = make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS)
         self.targets = [label for _, label in self.samples]
-        self.unreadable = multiprocessing.Value("i", 0)  # shared with the DataLoader workers (fork or spawn)
-        self._warned: set = set()
+        self._init_skips()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -165,14 +214,7 @@ class FastImageFolder(Dataset):
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        for attempt in range(len(self.samples)):
-            i = (index + attempt) % len(self.samples)
-            path, label = self.samples[i]
-            try:
-                return (*self._load(path, i, epoch), label)
-            except (UnreadableImage, OSError) as e:
-                self._skip(path, e)
-        raise UnreadableImage(f"{self.root}: no image of the dataset can be read")
+        return self._first_readable(index, lambda path, i: (*self._load(path, i, epoch), self.targets[i]))
 
     def _load(self, path: str, index: int, epoch: int) -> tuple:
         with open(path, "rb") as f:
@@ -192,15 +234,6 @@ class FastImageFolder(Dataset):
         if self.gpu_decode:  # not a JPEG: decoded here, sent as an already cropped image
             return img.contiguous(), torch.tensor([-1, 0, 0, 0, 0])
         return (img.contiguous(),)
-
-    def _skip(self, path: str, error: Exception) -> None:
-        with self.unreadable.get_lock():
-            self.unreadable.value += 1
-        if path not in self._warned:
-            self._warned.add(path)
-            warnings.warn(f"skipped an unreadable image, {path} ({error}); the next readable one is used in its place",
-                          stacklevel=3)
-            print(f"warning: skipped an unreadable image: {path}", file=sys.stderr, flush=True)
 
 
 def collate_gpu_decode(items: list) -> tuple:

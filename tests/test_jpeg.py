@@ -114,24 +114,44 @@ def test_build_data_fast_and_timm_give_batches_of_one_shape(folder):
     assert fast.train_size == timm_.train_size == 16
 
 
-def test_a_corrupt_or_truncated_jpeg_is_skipped_with_a_warning_and_counted(folder, tmp_path, capsys):
+def _damaged_copy(folder: Path, root: Path) -> list[Path]:
     import shutil
-    root = tmp_path / "bad"
     shutil.copytree(folder, root)
     files = sorted((root / "train").rglob("*.JPEG"))
     files[0].write_bytes(files[0].read_bytes()[:300])                      # truncated
     files[1].write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4)           # a JPEG marker, then garbage
     files[2].write_bytes(b"not an image at all")
-    data = build_data(args_for(root, batch_size=16, micro_batch=16), rank=0, world_size=1, device=CPU)
+    return files
+
+
+@pytest.mark.parametrize("mode", ["fast", "timm"])
+def test_a_corrupt_or_truncated_jpeg_is_skipped_with_a_warning_and_counted(folder, tmp_path, capsys, mode):
+    files = _damaged_copy(folder, tmp_path / "bad")
+    data = build_data(args_for(tmp_path / "bad", batch_size=16, micro_batch=16, imagenet_input=mode), rank=0,
+                      world_size=1, device=CPU)
     data.train.set_epoch(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         batches = list(data.train)  # the whole epoch: no exception
     assert len(batches) == 1 and batches[0][0].shape == (16, 3, 64, 64)
-    ds = data.train.loader.dataset
-    assert ds.unreadable.value >= 2  # the truncated one may still decode (libjpeg pads it); the others cannot
+    assert data.unreadable() >= 2  # the truncated one may still decode (libjpeg pads it); the others cannot
     err = capsys.readouterr().err
     assert str(files[2]) in err and "skipped an unreadable image" in err
+
+
+@pytest.mark.parametrize("mode", ["fast", "timm"])
+def test_train_py_on_a_folder_with_damaged_jpegs_finishes_and_reports_the_skips(folder, tmp_path, mode):
+    from conftest import run_cmd, train_cmd
+    _damaged_copy(folder, tmp_path / "bad")
+    out = tmp_path / "run"
+    r = run_cmd(train_cmd("--dataset", "imagenet", "--data-dir", str(tmp_path / "bad"), "--imagenet-input", mode,
+                          "--model", "fmnist_cnn", "--in-chans", "3", "--img-size", "28", "--batch-size", "8",
+                          "--epochs", "1", "--workers", "1", "--device", "cpu", "--output", str(out)))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    import json
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "finished" and results["unreadable_image_reads"] >= 2
+    assert "reads of unreadable images were replaced" in (out / "train.log").read_text()
 
 
 def test_batched_decode_path_gives_the_cpu_crops(folder):
