@@ -27,7 +27,8 @@ after every optimizer step; ``steps_per_epoch`` counts optimizer steps (``ceil(b
 on an epoch's last, incomplete accumulation).
 AutoWU is a ``torch.optim.lr_scheduler.LRScheduler`` with ``state_dict``/``load_state_dict``, so Lightning stores
 its state in every checkpoint (``checkpoint["lr_schedulers"]``): a resumed run continues the same LR trajectory, and
-a warmup decision already taken is not taken again. Give the scheduler the same ``total_epochs`` on resume (AutoWU
+a warmup decision already taken is not taken again. From a mid-epoch checkpoint too, because the loader below is
+resumable (``ResumableLoader``: Lightning restarts the epoch of a plain DataLoader, and AutoWU would see other losses). Give the scheduler the same ``total_epochs`` on resume (AutoWU
 refuses a state made for another schedule).
 """
 from __future__ import annotations
@@ -112,10 +113,60 @@ class AutoWUReport(pl.Callback):
                   f"decay from lr {switch['lr']:.4g}")
 
 
-def make_loader(args: argparse.Namespace) -> DataLoader:
+class EpochShuffle(torch.utils.data.Sampler):
+    """A new order each epoch, a function of (seed, epoch) only (like DistributedSampler; Lightning calls
+    ``set_epoch`` at each epoch's start, also on a resumed fit); ``start`` skips the first indices of the order."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return iter(order[self.start:].tolist())
+
+
+class ResumableLoader:
+    """A DataLoader that Lightning can resume mid-epoch: it has ``state_dict``/``load_state_dict`` (Lightning's
+    "stateful" loader protocol; its state goes into every checkpoint's loop state), and each epoch's order is a
+    function of (seed, epoch), so a resumed fit skips the batches that epoch already trained and then sees the same
+    batches as an uninterrupted one. Without it Lightning restarts a mid-epoch checkpoint's epoch from its first
+    batch (and warns): AutoWU continues its step count, but the losses it sees are not the uninterrupted run's, nor
+    is its LR trajectory. torchdata's ``StatefulDataLoader`` is the general version of this class."""
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0):
+        self.batch_size = batch_size
+        self.sampler = EpochShuffle(len(dataset), seed)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler)
+        self.served = 0  # batches of the current epoch handed out
+        self._resume_at = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.sampler.n / self.batch_size)
+
+    def __iter__(self):
+        self.served, self._resume_at = self._resume_at, 0
+        self.sampler.start = self.served * self.batch_size
+        for batch in self.loader:
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Called by Lightning before the resumed epoch's first ``iter``."""
+        self._resume_at = state["served"]
+
+
+def make_loader(args: argparse.Namespace) -> ResumableLoader:
     x, y = make_data(args.batches_per_epoch * args.batch_size, seed=args.seed)
-    # Synthetic i.i.d. data in a fixed order: an uninterrupted and a resumed run see the same batches.
-    return DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=False)
+    return ResumableLoader(TensorDataset(x, y), args.batch_size, seed=args.seed)
 
 
 def run(args: argparse.Namespace, callbacks: tuple = (), module_cls: type = LitClassifier

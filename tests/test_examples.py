@@ -108,8 +108,12 @@ def lightning():
 def lightning_full(lightning, tmp_path_factory):
     """One uninterrupted run of the example (24 epochs x 12 steps)."""
     out = tmp_path_factory.mktemp("lightning_full")
-    trainer, report = lightning.run(lightning.get_args_parser().parse_args(["--output", str(out)]))
+    mid = pl.callbacks.ModelCheckpoint(dirpath=out / "mid", every_n_train_steps=MID_STEP, save_top_k=-1)
+    trainer, report = lightning.run(lightning.get_args_parser().parse_args(["--output", str(out)]), callbacks=(mid,))
     return trainer, report
+
+
+MID_STEP = 9 * 12 + 5  # a checkpoint 5 batches into epoch 9 (of 24 x 12), in AutoWU's warmup
 
 
 def test_lightning_recipe_steps_autowu_from_lr_scheduler_step(lightning, lightning_full):
@@ -148,6 +152,23 @@ def test_lightning_checkpoint_holds_the_scheduler_and_resume_continues_the_traje
     assert {**first.lr, **second.lr} == full.lr  # the same LR at every step, the switch included
     assert trainer.lr_scheduler_configs[0].scheduler.switch == \
         lightning_full[0].lr_scheduler_configs[0].scheduler.switch
+
+
+def test_lightning_resume_from_a_mid_epoch_checkpoint_continues_the_same_trajectory(lightning, lightning_full,
+                                                                                     tmp_path):
+    """The example's loader is resumable (state_dict/load_state_dict): Lightning stores where the epoch was, the
+    resumed fit skips the batches it trained and sees the uninterrupted run's batches after, so AutoWU's losses,
+    GP tests, switch and every LR are the same."""
+    trainer_full, full = lightning_full
+    mid_dir = next(c.dirpath for c in trainer_full.checkpoint_callbacks if c._every_n_train_steps == MID_STEP)
+    ckpt = next(Path(mid_dir).glob(f"*step={MID_STEP}*.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 9, "served": 5}]
+    args = lightning.get_args_parser().parse_args(["--output", str(tmp_path), "--resume", str(ckpt)])
+    trainer, second = lightning.run(args)
+    assert min(second.lr) == MID_STEP and max(second.lr) == 24 * 12 - 1
+    assert {k: full.lr[k] for k in second.lr} == second.lr  # every LR after the resume, the switch included
+    assert trainer.lr_scheduler_configs[0].scheduler.switch == trainer_full.lr_scheduler_configs[0].scheduler.switch
 
 
 def test_lightning_mid_epoch_checkpoints_hold_the_scheduler_at_the_optimizers_step(lightning, tmp_path):
