@@ -13,7 +13,7 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     column-header: Batch size
     columns: [256, 1024]                     # batch sizes, or a mapping {label: {flag: value, ...}}
     rows: {baseline: {sched: baseline}, autowu-cos: {sched: autowu-cos}}
-    overrides: {epochs: 10}                  # flags for every run of the table (or block)
+    overrides: {epochs: 10}                  # flags for every run of the table (a block's own add to them)
     cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
     figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default; a grid table (columns set lr,
                                              # rows warmup-epochs) takes {mark: TABLE}: TABLE's AutoWU runs are
@@ -221,6 +221,8 @@ def _columns(value: Any, path: str) -> list[Column]:
 def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
     merged = {**defaults, **spec}
     where = f"{path} (block {name!r})" if name else path
+    if isinstance(defaults.get("overrides"), dict) and isinstance(spec.get("overrides"), dict):
+        merged["overrides"] = {**defaults["overrides"], **spec["overrides"]}  # the table's flags, then the block's
     unknown = set(spec) - BLOCK_KEYS
     if unknown:
         raise TableError(f"{where}: unknown key(s) {sorted(unknown)}; a block takes {sorted(BLOCK_KEYS)}")

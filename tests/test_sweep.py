@@ -84,6 +84,24 @@ def test_overrides_merge_base_column_row_cell(tmp_path, parser):
     assert sweep.flag_tokens(parser, "hflip", False) == ["--no-hflip"]
 
 
+
+def test_a_blocks_overrides_add_to_the_tables(tmp_path):
+    """The table's overrides hold for every block; a block's own overrides add to them (and win on a shared flag)."""
+    path = write_table(tmp_path, f"""
+        title: t
+        base: {BASE}
+        overrides: {{epochs: 3, batch-size: 512, sched: baseline}}
+        columns: {{x: {{lr: 0.1}}}}
+        rows: {{a: {{}}}}
+        blocks:
+          one: {{overrides: {{model: fmnist_cnn, epochs: 4}}}}
+          two: {{}}
+        """)
+    runs = {r.block: r for r in sweep.expand(sweep.load_table(str(path)), runs_dir="out")}
+    assert runs["one"].overrides == {"epochs": 4, "batch-size": 512, "sched": "baseline", "model": "fmnist_cnn",
+                                     "lr": 0.1}
+    assert runs["two"].overrides == {"epochs": 3, "batch-size": 512, "sched": "baseline", "lr": 0.1}
+
 @pytest.mark.parametrize("body, message", [
     ("title: t\nbase: configs/nope.yaml\ncolumns: [256]\nrows: {a: {}}\n", "does not exist"),
     (f"title: t\nbase: {BASE}\ncolumns: [256]\nrows: {{a: {{}}}}\ncolour: red\n", "unknown key(s) ['colour']"),
