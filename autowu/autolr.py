@@ -96,7 +96,7 @@ from torch.optim import Optimizer
 
 from .autolr_probe import START, Probe
 from .rollback import _to_cpu
-from .schedules import StepScheduler, _check_config, _check_int, _check_positive
+from .schedules import StepScheduler, _check_int, _check_loadable, _check_positive, _is_real, _is_step
 
 PROBE_MODES = ("train", "eval")
 
@@ -209,6 +209,8 @@ class AutoLR(StepScheduler):
         measures its own superbatch losses."""
         if epoch is not None:
             raise ValueError("step(epoch=...) is not supported: AutoLR counts optimizer steps itself")
+        if self._past_the_end():
+            return
         self.last_epoch += 1
         self._step_count += 1
         t = self.last_epoch
@@ -349,9 +351,11 @@ class AutoLR(StepScheduler):
                 "extra_forward_passes": self.extra_forward_passes, "history": copy.deepcopy(self.history)}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        _check_config(self._config(), state_dict.get("config"))
+        """Check every key, then load: a bad state raises ValueError naming the key and changes nothing."""
+        _check_loadable(state_dict, self._config(), _state_checks(self.total_steps))
         saved = state_dict["window_start"]
-        if len(saved) != len(self.params) or any(s.shape != p.shape for s, p in zip(saved, self.params)):
+        if (len(saved) != len(self.params) or not all(isinstance(s, Tensor) for s in saved)
+                or any(s.shape != p.shape for s, p in zip(saved, self.params))):
             raise ValueError("cannot load AutoLR state: its window-start parameters do not match this optimizer's "
                              "parameters; build the scheduler on the same model and optimizer as the saved run")
         self.last_epoch = int(state_dict["step"])
@@ -369,6 +373,26 @@ class AutoLR(StepScheduler):
         self.history = copy.deepcopy(state_dict["history"])
         self._prev, self._prev_step = None, -1
         self._apply_lr(self.lr)
+
+
+def _state_checks(total_steps: int) -> dict:
+    """What :meth:`AutoLR.load_state_dict` checks, key by key, before changing anything."""
+    def number_or_none(v):
+        return None if v is None or _is_real(v) else "a number or None"
+
+    def count(v):
+        return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0"
+
+    def of_type(kind, what):
+        return lambda v: None if isinstance(v, kind) else what
+
+    return {"step": _is_step(total_steps), "window_start_step": _is_step(total_steps),
+            "lr": lambda v: None if _is_real(v) and 0 < v < math.inf else "a finite LR > 0",
+            "window_start": of_type((list, tuple), "a list of tensors (the parameters at the window start)"),
+            "rate_ref": number_or_none, "abs_threshold": number_or_none,
+            "pending": of_type((dict, type(None)), "a dict or None (a pending rollback snapshot)"),
+            "final_next": of_type((bool, int), "True or False"), "postponed": of_type((bool, int), "True or False"),
+            "n_checks": count, "extra_forward_passes": count, "history": of_type(list, "a list")}
 
 
 def _finite_or_none(x: float) -> Optional[float]:

@@ -9,6 +9,7 @@ import inspect
 import numbers
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 
@@ -28,6 +29,9 @@ class LoopCalls:
         """
         if epoch is not None:
             raise ValueError("step(epoch=...) is not supported: AutoWU counts optimizer steps itself")
+        if loss is not None and metrics is not None:
+            raise ValueError(f"AutoWU.step({loss!r:.40}, metrics={metrics!r:.40}): two losses; pass the step's loss "
+                             "once, as scheduler.step(loss) or scheduler.step(metrics=loss)")
         if loss is None:
             loss = metrics
         if loss is None or isinstance(loss, numbers.Integral):
@@ -96,6 +100,9 @@ def _detach_loss(loss: Any) -> Any:
         if not loss.is_floating_point():
             raise ValueError(f"AutoWU.step(loss) needs a floating-point loss, got a {loss.dtype} tensor; "
                              + (TIMM_HINT if not loss.is_complex() else "pass the real-valued loss"))
+        if loss.layout != torch.strided:
+            raise ValueError(f"AutoWU.step(loss) got a {loss.layout} (sparse) tensor; pass the dense scalar loss, e.g. "
+                             "loss.to_dense()")
         if loss.device.type == "meta":
             raise ValueError("AutoWU.step(loss) got a tensor on the 'meta' device, which holds no value; pass the "
                              "loss computed on a real device")
@@ -105,6 +112,8 @@ def _detach_loss(loss: Any) -> Any:
                          f"the optimizer step ({TIMM_HINT})")
     if isinstance(loss, numbers.Real):
         return float(loss)
+    if isinstance(loss, np.ndarray) and loss.size == 1 and np.issubdtype(loss.dtype, np.floating):
+        return float(loss.reshape(()))  # a 0-d (or one-element) NumPy array, e.g. np.mean of the batch losses
     kind = "a complex number" if isinstance(loss, numbers.Complex) else type(loss).__name__
     raise ValueError(f"AutoWU.step(loss) needs a float or a 0-d floating tensor, got {kind} ({loss!r:.40}); "
                      "pass the loss of the optimizer step, e.g. scheduler.step(loss)")

@@ -157,7 +157,7 @@ def schedule_entry(name: str) -> ScheduleEntry:
     """The registry entry of ``name``; ValueError naming the choices for an unknown one."""
     try:
         return REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name (a list from a YAML file)
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}") from None
 
 

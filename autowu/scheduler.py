@@ -103,6 +103,7 @@ import copy
 import functools
 import inspect
 import math
+import numbers
 import warnings
 from collections import deque
 from typing import Any, Optional
@@ -117,8 +118,8 @@ from .compat import LoopCalls
 from .gp import GPState, MinimumTest
 from .lr_policy import OfficialLR, WarmupCurve, paper_lr
 from .rollback import Snapshots
-from .schedules import (StepScheduler, _check_bool, _check_choice, _check_config, _check_fraction, _check_int,
-                        _check_positive, _check_state, _is_step)
+from .schedules import (StepScheduler, _check_bool, _check_choice, _check_fraction, _check_int, _check_loadable,
+                        _check_positive, _is_real, _is_step)
 from .switch_test import SwitchEvent, SwitchTest
 
 DECAYS = ("cosine", "const-cosine")
@@ -127,6 +128,7 @@ VARIANTS = ("official", "paper")
 WARMUP_UNITS = ("step", "epoch")
 COOLDOWN_TYPES = ("cosine", "half_cosine")
 PHASES = ("warmup", "decay", "final")
+OFFICIAL_KINDS = ("warmup", "factor", "plateau", "cosine", "half_cosine", "const")  # autowu/lr_policy.py's OfficialLR
 # this library's clearer names -> the official argument each one aliases
 ALIASES = {"eta_min": "min_lr", "eta_max": "max_lr", "rho_w": "max_warmup_fraction", "warmup": "warmup_type",
            "decay": "immediate_cooldown"}
@@ -171,6 +173,9 @@ def _check_settings(s: dict, names: dict) -> None:
     _check_positive(names["eta_max"], s["eta_max"])
     if s["eta_max"] <= s["eta_min"]:
         raise ValueError(f"{names['eta_max']}={s['eta_max']} must be greater than {names['eta_min']}={s['eta_min']}")
+    if not math.isfinite(float(s["eta_max"]) / float(s["eta_min"])):
+        raise ValueError(f"{names['eta_max']}={s['eta_max']} / {names['eta_min']}={s['eta_min']} overflows: the warmup "
+                         "LR would be infinite; give a ratio below 1e300 (the paper: 1.0 / 1e-5)")
     _check_fraction(names["rho_w"], s["rho_w"])
     _check_choice(names["warmup"], s["warmup"], WARMUPS)
     for name in ("n_test", "patience", "fit_subset", "test_subset", "grid_size", "fit_steps"):
@@ -179,8 +184,12 @@ def _check_settings(s: dict, names: dict) -> None:
     _check_fraction("confidence", s["confidence"])
     _check_positive("lengthscale", s["lengthscale"])
     _check_positive("fit_lr", s["fit_lr"])
+    _check_bool("rollback", s["rollback"])
     if s["rollback"] and s["model"] is None:
         raise ValueError("rollback=True needs model=<the nn.Module being trained> to snapshot and restore")
+    if s["rollback"] and not isinstance(s["model"], nn.Module):
+        raise ValueError(f"rollback=True needs model=<the nn.Module being trained>, got {type(s['model']).__name__} "
+                         f"({s['model']!r:.40})")
 
 
 def _cadence(test_every: Optional[int], max_overshoot: Optional[float], curve: WarmupCurve, patience: int,
@@ -194,7 +203,7 @@ def _cadence(test_every: Optional[int], max_overshoot: Optional[float], curve: W
         return int(test_every)
     if max_overshoot is None:
         return steps_per_epoch
-    if isinstance(max_overshoot, bool) or not (isinstance(max_overshoot, (int, float)) and max_overshoot > 1):
+    if not (_is_real(max_overshoot) and 1 < max_overshoot < math.inf):
         raise ValueError(f"max_overshoot={max_overshoot!r} must be a number > 1 (the LR growth allowed between "
                          "passing the minimum and the switch, e.g. 1.5)")
     if curve.kind != "exp" or curve.unit != "step":
@@ -262,11 +271,11 @@ class AutoWU(LoopCalls, StepScheduler):
         self.gamma = self.curve.gamma  # per warmup unit (step or epoch)
         self.test_every = _cadence(test_every, max_overshoot, self.curve, self.patience, self.steps_per_epoch)
         self.max_overshoot = None if max_overshoot is None else float(max_overshoot)
-        self._test_kwargs = {k: s[k] for k in TEST_SETTINGS}
+        self._test_kwargs = {k: int(s[k]) if isinstance(s[k], numbers.Integral) else float(s[k]) for k in TEST_SETTINGS}
         self.min_test = MinimumTest(**self._test_kwargs)
         self.pending = PendingLosses(process_group)
         self.test = SwitchTest(self.min_test, self.patience, self.seed,
-                               share=lambda v: broadcast_from_rank0(v, self.process_group))
+                               share=functools.partial(broadcast_from_rank0, group=process_group))
         self.official = OfficialLR(self.curve, self.decay_phase_factor)  # variant='official': the LR step by step
         self.snapshots = Snapshots(model, optimizer, keep=self.patience + 2, group=process_group)
         self.phase = "warmup"
@@ -326,6 +335,8 @@ class AutoWU(LoopCalls, StepScheduler):
     # -- one optimizer step: the pipe ------------------------------------------------------------------------
     def _record(self, loss: Any) -> None:
         """The step's loss (checked by autowu/compat.py) in, the next step's LR out."""
+        if self._past_the_end():
+            return
         self.last_epoch += 1
         self._step_count += 1
         if self.variant == "official":
@@ -440,13 +451,13 @@ class AutoWU(LoopCalls, StepScheduler):
     def load_state_dict(self, state_dict: dict) -> None:
         """Check every key, then build every part (generator, GP state, history) aside, and only then replace this
         scheduler's state: a bad state_dict raises ValueError naming the key and leaves the scheduler untouched."""
-        _check_state(state_dict, _state_checks(self.total_steps, self.variant), "AutoWU")
-        _check_config(self._config(), state_dict.get("config"), added_later={
+        _check_loadable(state_dict, self._config(), _state_checks(self.total_steps, self.variant), added_later={
             # settings later versions added, with the behaviour states saved before them had
             "test_every": self.steps_per_epoch, "max_overshoot": None, "warmup_unit": "step", "warmup_only": False,
             "cooldown_type": "cosine", "decay_phase_stat": None, "decay_phase_factor": 1.0, "variant": "official"})
+        _check_counts(state_dict)
         rng = _part(state_dict, "rng", _generator)
-        gp_state = _part(state_dict, "gp_state", GPState.from_dict)
+        gp_state = _part(state_dict, "gp_state", _gp_state)
         history = _part(state_dict, "history", _history)
         official = state_dict.get("official", {"lr": self.eta_min, "sched": {"kind": "warmup", "n": 0},
                                                "stats": torch.empty(0), "timm": False})
@@ -482,6 +493,30 @@ def _generator(state: dict) -> np.random.Generator:
     return rng
 
 
+def _gp_state(d: dict) -> GPState:
+    state = GPState.from_dict(d)
+    numbers_ok = all(_is_real(v) and math.isfinite(v) for v in (state.mean, state.raw_outputscale, state.raw_noise))
+    moments_ok = all(isinstance(m, (list, tuple)) and len(m) == 3 and all(_is_real(x) and math.isfinite(x) for x in m)
+                     for m in (state.adam_m, state.adam_v))
+    if not (numbers_ok and moments_ok and isinstance(state.adam_t, numbers.Integral) and state.adam_t >= 0):
+        raise ValueError("mean, raw_outputscale, raw_noise must be finite numbers, adam_m and adam_v lists of 3 of "
+                         "them, adam_t an integer >= 0")
+    return state
+
+
+def _check_counts(state_dict: dict) -> None:
+    """The losses held against the steps taken: the recorded and pending losses are losses of steps taken, and
+    ``pending_reduced`` counts leading pending losses."""
+    step, n_losses, n_pending = state_dict["step"], len(state_dict["losses"]), len(state_dict["pending"])
+    if n_losses + n_pending > step:
+        raise ValueError(f"cannot load AutoWU state: it holds {n_losses} recorded and {n_pending} pending losses, "
+                         f"more than the {step} steps taken; pass the dict returned by AutoWU.state_dict()")
+    reduced = state_dict.get("pending_reduced", 0)
+    if isinstance(reduced, bool) or not isinstance(reduced, int) or not 0 <= reduced <= n_pending:
+        raise ValueError(f"cannot load AutoWU state: 'pending_reduced' is {reduced!r:.40}, expected an integer in "
+                         f"[0, {n_pending}] (the pending losses already averaged across ranks)")
+
+
 def _history(entries: list) -> list:
     if not all(isinstance(h, dict) and isinstance(h.get("type"), str) for h in entries):
         raise ValueError("every entry must be a dict with a 'type'")
@@ -504,8 +539,10 @@ def _state_checks(total_steps: int, variant: str) -> dict:
 
     def official(v):
         ok = (isinstance(v, dict) and {"lr", "sched", "stats", "timm"} <= set(v) and lr(v["lr"]) is None
-              and isinstance(v["sched"], dict) and vector(v["stats"]) is None)
-        return None if ok else "a dict with keys 'lr', 'sched', 'stats', 'timm' (the official variant's state)"
+              and isinstance(v["sched"], dict) and v["sched"].get("kind") in OFFICIAL_KINDS
+              and vector(v["stats"]) is None)
+        return None if ok else ("a dict with keys 'lr', 'sched' (its 'kind' one of "
+                                f"{', '.join(OFFICIAL_KINDS)}), 'stats', 'timm' (the official variant's state)")
 
     checks = {"config": of_type(dict, "a dict (the settings the state was saved with)"),
               "step": _is_step(total_steps),

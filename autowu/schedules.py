@@ -6,6 +6,7 @@ schedule's state is a step count and resuming is exact.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any, Optional
 
@@ -18,9 +19,9 @@ from torch.optim.lr_scheduler import LRScheduler
 def sqrt_scaled_lr(base_lr: float, batch_size: int, ref: int = 256) -> float:
     """The paper's baseline LR rule, ``base_lr * sqrt(batch_size / ref)`` (Section 3, Appendix B)."""
     _check_positive("base_lr", base_lr)
-    _check_positive("batch_size", batch_size)
-    _check_positive("ref", ref)
-    return base_lr * math.sqrt(batch_size / ref)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("ref", ref, 1)
+    return float(base_lr) * math.sqrt(int(batch_size) / int(ref))
 
 
 def cosine_lr(step: float, start_step: float, end_step: float, start_lr: float) -> float:
@@ -36,6 +37,10 @@ def decay_lr(step: float, start_step: float, total_steps: int, start_lr: float, 
     """The decay phase: cosine from ``start_step`` (``cooldown_steps=None``) or constant, then cosine over the
     last ``cooldown_steps`` steps (constant-then-cosine, Section 2.2). A constant phase that would start after the
     cooldown has begun degenerates to cosine from ``start_step``."""
+    if cooldown_steps is not None and not (isinstance(cooldown_steps, numbers.Integral) and not isinstance(
+            cooldown_steps, bool) and 0 <= cooldown_steps <= total_steps):
+        raise ValueError(f"cooldown_steps={cooldown_steps!r} must be None (cosine from start_step) or an integer in "
+                         f"[0, total_steps={total_steps}]")
     cos_start = start_step if cooldown_steps is None else max(start_step, total_steps - cooldown_steps)
     return cosine_lr(step, cos_start, total_steps, start_lr)
 
@@ -74,17 +79,20 @@ class StepScheduler(LRScheduler):
         self.steps_per_epoch = int(steps_per_epoch)
         self.total_epochs = int(total_epochs)
         self.total_steps = self.steps_per_epoch * self.total_epochs
-        lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        if not optimizer.param_groups:
+            raise ValueError("the optimizer has no param groups: add the model's parameters before building the "
+                             "scheduler")
+        lrs = [_group_number(g, "initial_lr" if "initial_lr" in g else "lr", i)
+               for i, g in enumerate(optimizer.param_groups)]
+        scales = [_group_number(g, "lr_scale", i) for i, g in enumerate(optimizer.param_groups)]
         if lrs[0] <= 0 or not math.isfinite(lrs[0]):
             raise ValueError(f"param group 0 has lr={lrs[0]}; the schedule keeps every group's ratio to group 0, so "
                              "group 0 needs a positive LR (any value, e.g. 1.0, if all groups share the schedule)")
-        for i, (lr, g) in enumerate(zip(lrs, optimizer.param_groups)):
-            scale = float(g.get("lr_scale", 1.0))
+        for i, (lr, scale) in enumerate(zip(lrs, scales)):
             if not (lr >= 0 and math.isfinite(lr) and scale >= 0 and math.isfinite(scale)):
                 raise ValueError(f"param group {i} has lr={lr}, lr_scale={scale}: both must be finite and >= 0 (a "
                                  "negative one would step up the gradient)")
-        self.group_ratios = [lr / lrs[0] * float(g.get("lr_scale", 1.0))
-                             for lr, g in zip(lrs, optimizer.param_groups)]
+        self.group_ratios = [lr / lrs[0] * scale for lr, scale in zip(lrs, scales)]
         self.history: list[dict] = []  # the decisions of a loss-driven schedule (AutoWU, AutoLR); empty otherwise
         for g, lr in zip(optimizer.param_groups, lrs):
             g.setdefault("initial_lr", lr)
@@ -96,6 +104,7 @@ class StepScheduler(LRScheduler):
         self._optimizer_stepped = _Flag()
         self._optimizer_hook = optimizer.register_step_post_hook(self._optimizer_stepped)
         self._last_schedule_lr = float("nan")  # set with the first LR the subclass applies
+        self._timm = False  # step_update() seen: step(int, metric) is then timm's epoch-end call
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -112,14 +121,68 @@ class StepScheduler(LRScheduler):
     def epoch(self) -> int:
         return self.last_epoch // self.steps_per_epoch
 
-    def step(self, loss: Any = None, *, metrics: Any = None, epoch: Optional[int] = None) -> None:  # type: ignore[override]
-        """Call once after each optimizer step. ``loss`` is ignored by pure schedules."""
+    t_in_epochs = False  # timm's scheduler attribute (its train.py reads it): the schedules step per optimizer update
+
+    def step(self, loss: Any = None, metric: Any = None, *, metrics: Any = None,  # type: ignore[override]
+             epoch: Optional[int] = None) -> None:
+        """Call once after each optimizer step. ``loss`` is ignored by pure schedules. timm's epoch-end
+        ``step(epoch, metric)`` (and its resume call ``step(start_epoch)``) is a no-op once :meth:`step_update`
+        counts the updates."""
         if epoch is not None:
             raise ValueError("step(epoch=...) is not supported: the schedule counts optimizer steps itself")
+        if self._timm_epoch_call(loss, metric):
+            return
         self._warn_if_before_optimizer_step()
+        if self._past_the_end():
+            return
         self.last_epoch += 1
         self._step_count += 1
         self._apply_lr(self.lr_at(self.last_epoch))
+
+    def step_update(self, num_updates: int, metric: Any = None) -> None:
+        """timm's per-update call, ``scheduler.step_update(num_updates=num_updates, metric=...)`` after each optimizer
+        update: one step. Its resume call ``step_update(start_epoch * updates_per_epoch)`` (no metric) is a no-op when
+        the count is the one a loaded ``state_dict`` restored."""
+        if isinstance(num_updates, bool) or not isinstance(num_updates, numbers.Integral):
+            raise ValueError(f"step_update(num_updates={num_updates!r}) needs timm's integer update count")
+        if metric is None and num_updates == self.last_epoch:
+            return
+        if num_updates != self.last_epoch + 1:
+            raise ValueError(f"step_update(num_updates={num_updates}) but {type(self).__name__} has counted "
+                             f"{self.last_epoch} updates: call it once after every optimizer update (after a resume, "
+                             "load the scheduler's state_dict first; timm's checkpoints do not hold it)")
+        self._timm = True
+        self.step(metric)
+
+    def _timm_epoch_call(self, loss: Any, metric: Any) -> bool:
+        """Whether ``step(loss, metric)`` is timm's epoch-end ``step(epoch, metric)`` (after :meth:`step_update`, or
+        with a metric) or its resume call ``step(start_epoch)``: an integer epoch that matches the steps counted."""
+        if not isinstance(loss, numbers.Integral) or isinstance(loss, bool):
+            return False
+        spe = self.steps_per_epoch
+        if metric is None and not self._timm:  # timm's resume call lr_scheduler.step(start_epoch)
+            return 0 < loss and 0 < self.last_epoch == loss * spe
+        if self.last_epoch % spe or loss != self.last_epoch // spe:
+            raise ValueError(f"step({loss}) looks like timm's epoch-end call, but {type(self).__name__} has counted "
+                             f"{self.last_epoch / spe:g} epochs of {spe} updates: steps_per_epoch must be timm's "
+                             "updates_per_epoch, and step_update(num_updates, metric=loss) must run after every update")
+        return True
+
+    def _past_the_end(self) -> bool:
+        """A step beyond the last one the schedule was built for: its LR is undefined (0 for ever, or a cosine that
+        starts again). The usual cause is stepping per micro-batch or with the wrong ``steps_per_epoch``. It is
+        ignored (the LR stays at its last value) with one warning: raising here, as torch's OneCycleLR does, would
+        end a long run at its last step before its final evaluation and checkpoint."""
+        if self.last_epoch < self.total_steps:
+            return False
+        if not getattr(self, "_warned_past_end", False):
+            self._warned_past_end = True
+            warnings.warn(f"{type(self).__name__}.step() called after the last of its total_steps={self.total_steps} "
+                          f"optimizer steps (steps_per_epoch={self.steps_per_epoch} x total_epochs="
+                          f"{self.total_epochs}): ignored, the LR stays at its last value. Call step() once per "
+                          "optimizer step (not per micro-batch), and build the scheduler with the steps the run "
+                          "really takes", stacklevel=3)
+        return True
 
     def _warn_if_before_optimizer_step(self) -> None:
         """torch's warning, for the same mistake: the first ``scheduler.step()`` before any ``optimizer.step()``."""
@@ -166,8 +229,7 @@ class StepScheduler(LRScheduler):
         return {"config": self._config(), "step": self.last_epoch}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        _check_state(state_dict, {"step": _is_step(self.total_steps)}, type(self).__name__)
-        _check_config(self._config(), state_dict.get("config"))
+        _check_loadable(state_dict, self._config(), {"step": _is_step(self.total_steps)})
         self.last_epoch = int(state_dict["step"])
         self._step_count = self.last_epoch + 1
         self._apply_lr(self.lr_at(self.last_epoch))
@@ -182,9 +244,8 @@ class WarmupCosine(StepScheduler):
         super().__init__(optimizer, steps_per_epoch, total_epochs)
         self.peak_lr = float(self.base_lrs[0] if peak_lr is None else peak_lr)
         _check_positive("peak_lr", self.peak_lr)
-        if not 0 <= warmup_epochs <= total_epochs:
-            raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, total_epochs={total_epochs}]")
-        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        _check_warmup_epochs(warmup_epochs, self.total_epochs)
+        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
         self._apply_lr(self.lr_at(0))
 
     def lr_at(self, step: int) -> float:
@@ -204,9 +265,8 @@ class ConstantCosine(StepScheduler):
         self.peak_lr = float(self.base_lrs[0] if peak_lr is None else peak_lr)
         _check_positive("peak_lr", self.peak_lr)
         _check_fraction("cooldown_fraction", cooldown_fraction, allow_zero=True)
-        if not 0 <= warmup_epochs <= total_epochs:
-            raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, total_epochs={total_epochs}]")
-        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        _check_warmup_epochs(warmup_epochs, self.total_epochs)
+        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
         self.cooldown_steps = int(round(cooldown_fraction * self.total_steps))
         self._apply_lr(self.lr_at(0))
 
@@ -222,17 +282,39 @@ class ConstantCosine(StepScheduler):
 
 # -- argument checks shared by the schedules ----------------------------------------------------------------------
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """An integer (Python's or NumPy's; not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a finite number > 0")
 
 
+def _check_warmup_epochs(value: Any, total_epochs: int) -> None:
+    if not (_is_real(value) and 0 <= value <= total_epochs):
+        raise ValueError(f"warmup_epochs={value!r} must be in [0, total_epochs={total_epochs}] (a number of epochs)")
+
+
+def _group_number(group: dict, key: str, index: int) -> float:
+    """A param group's ``lr`` / ``initial_lr`` / ``lr_scale`` (default 1) as a float: a number or a one-element
+    tensor; anything else (a string, None) is refused naming the group and the key."""
+    value = group.get(key, 1.0) if key == "lr_scale" else group[key]
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value)
+    if not _is_real(value):
+        raise ValueError(f"param group {index} has {key}={value!r:.40}: it must be a number")
+    return float(value)
+
+
 def _check_fraction(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = _is_real(value) and math.isfinite(value)
     low_ok = ok and (value >= 0 if allow_zero else value > 0)
     if not (low_ok and value <= 1 if allow_zero else low_ok and value < 1):
         interval = "[0, 1]" if allow_zero else "(0, 1)"
@@ -284,6 +366,16 @@ def _check_state(state_dict: Any, checks: dict, owner: str) -> None:
 _MISSING = object()
 
 
+def _check_loadable(state_dict: Any, mine: dict, checks: dict, added_later: Optional[dict] = None) -> None:
+    """What every ``load_state_dict`` checks before it changes anything, in this order: a dict; saved by this class
+    with these settings (:func:`_check_config`: a state of another class or shape names that first); then each key
+    (:func:`_check_state`)."""
+    owner = mine.get("class", "scheduler")
+    _check_state(state_dict, {}, owner)
+    _check_config(mine, state_dict.get("config"), added_later)
+    _check_state(state_dict, checks, owner)
+
+
 def _check_config(mine: dict, theirs: Any, added_later: Optional[dict] = None) -> None:
     """The settings a state was saved with (its ``config``) against this scheduler's: a state without them could
     come from a scheduler of another shape, and is refused. A setting the state lacks (saved by an older version)
@@ -294,6 +386,14 @@ def _check_config(mine: dict, theirs: Any, added_later: Optional[dict] = None) -
         raise ValueError(f"cannot load {owner} state: its 'config' (the settings it was saved "
                          "with) is missing, so it cannot be checked against this scheduler; pass the dict returned "
                          "by state_dict()")
+    if "class" in theirs and theirs["class"] != mine.get("class"):
+        raise ValueError(f"cannot load {owner} state: it was saved by {theirs['class']!r:.60}, not by {owner}; load it "
+                         f"into the class that saved it ({theirs['class']!s:.60}), built with that run's settings")
+    unknown = sorted(str(k) for k in theirs if k not in mine)
+    if unknown:
+        raise ValueError(f"cannot load {owner} state: it was saved with the setting(s) {', '.join(unknown)}, which "
+                         f"this version of {owner} does not have (a newer version saved it?); load it with the "
+                         "version that saved it")
     for key in [k for k in mine if k not in theirs]:
         implied = (added_later or {}).get(key, _MISSING)
         if implied is _MISSING or implied != mine[key]:

@@ -120,6 +120,11 @@ def verify_checkpoint(path: str) -> None:
 def load_checkpoint(path: str) -> dict:
     """Read a verified checkpoint onto the CPU (tensors move to their device when loaded into the model/optimizer);
     raise :class:`CheckpointError` if it is damaged, not a dict or lacks an entry of :data:`CHECKPOINT_KEYS`."""
+    if os.path.isdir(path):
+        inside = os.path.join(path, "last.pt")
+        raise CheckpointError(f"--resume {path!r} is a directory, not a checkpoint file; " + (
+            f"give the checkpoint in it: --resume {inside}" if os.path.isfile(inside) else
+            "give a checkpoint file (train.py writes OUTPUT/last.pt), or move the directory away"))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume {path!r}: no such checkpoint")
     verify_checkpoint(path)
@@ -200,4 +205,9 @@ def resume_path(resume: str, output: str) -> Optional[str]:
     if resume == "auto":  # last.pt, or its predecessor if a kill came between the two renames of a save
         last = os.path.join(output, "last.pt")
         return last if os.path.isfile(last) or os.path.isfile(previous_path(last)) else None
+    if os.path.isdir(resume):
+        from .config import ConfigError
+        hint = os.path.join(resume, "last.pt")
+        raise ConfigError(f"--resume {resume} is a directory, not a checkpoint file; give the checkpoint itself"
+                          f"{f', e.g. --resume {hint}' if os.path.isfile(hint) else ''}")
     return resume

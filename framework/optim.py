@@ -38,6 +38,8 @@ OPT_DEFAULTS: dict[str, dict[str, Any]] = {
 def resolve_optimizer_defaults(args: argparse.Namespace) -> None:
     """Fill the optimizer settings left unset (None) with the paper's values for ``args.opt``, and ``args.lr`` (the
     peak LR of the baseline schedules) from ``lr_base`` and the global batch size unless it was given."""
+    if not isinstance(args.opt, str) or args.opt not in OPT_DEFAULTS:
+        raise ConfigError(f"--opt {args.opt!r}: use one of {', '.join(OPT_DEFAULTS)}")
     for key, value in OPT_DEFAULTS[args.opt].items():
         if getattr(args, key, None) is None:
             setattr(args, key, list(value) if isinstance(value, list) else value)
@@ -47,16 +49,23 @@ def resolve_optimizer_defaults(args: argparse.Namespace) -> None:
 
 def scaled_lr(lr_base: float, batch_size: int, ref: int, rule: str) -> float:
     """Peak LR for global batch ``batch_size``: ``sqrt`` (the paper: ``lr_base * sqrt(B/ref)``), ``linear`` or ``none``."""
+    if rule not in LR_SCALE_RULES:
+        raise ConfigError(f"--lr-scale {rule!r}: use one of {', '.join(LR_SCALE_RULES)}")
+    rooted = autowu.sqrt_scaled_lr(lr_base, batch_size, ref=ref)  # checks lr_base > 0, batch_size and ref >= 1
     if rule == "sqrt":
-        return autowu.sqrt_scaled_lr(lr_base, batch_size, ref=ref)
-    if rule == "linear":
-        return lr_base * batch_size / ref
-    return lr_base
+        return rooted
+    return float(lr_base) * batch_size / ref if rule == "linear" else float(lr_base)
+
+
+LR_SCALE_RULES = ("sqrt", "linear", "none")
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool) -> list[dict]:
     """One group, or two with biases and 1-d (norm) parameters free of weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"the model ({type(model).__name__}) has no parameter with requires_grad=True: nothing to "
+                          "train; unfreeze some parameters before building the optimizer")
     if not exclude_bias_norm or weight_decay == 0:
         return [{"params": params, "weight_decay": weight_decay}]
     decay = [p for p in params if p.ndim > 1]
@@ -67,7 +76,9 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool)
 def create_optimizer(args: argparse.Namespace, model: nn.Module, steps_per_epoch: int = 1) -> torch.optim.Optimizer:
     """The ``--opt`` optimizer over ``model``'s parameters with the resolved settings; initial LR ``args.lr``.
     ``steps_per_epoch`` turns ``--warmup-epochs`` into Schedule-Free's ``warmup_steps`` and Prodigy's
-    ``safeguard_warmup``. The weight decay of the groups is decoupled (AdamW-style) for all three added methods."""
+    ``safeguard_warmup``. The weight decay of the groups is decoupled (AdamW-style) for all three added methods.
+    The settings it reads are checked first (ConfigError naming the setting and its flag)."""
+    check_optimizer_settings(args)
     groups = param_groups(model, args.weight_decay, args.wd_exclude_bias_norm)
     warmup_steps = int(round((getattr(args, "warmup_epochs", 0) or 0) * steps_per_epoch))
     if args.opt == "adamp":
@@ -90,11 +101,52 @@ def create_optimizer(args: argparse.Namespace, model: nn.Module, steps_per_epoch
     raise ValueError(f"--opt {args.opt!r}: use one of {', '.join(OPT_DEFAULTS)}")
 
 
+# the settings each optimizer reads (beyond lr and weight_decay)
+_READS = {"adamp": ("opt_betas", "opt_eps", "adamp_delta"), "lamb": ("opt_betas", "opt_eps"), "sgd": ("momentum",),
+          "schedulefree_adamw": ("opt_betas", "opt_eps"), "prodigy": ("opt_betas", "opt_eps"),
+          "dadapt_adam": ("opt_betas", "opt_eps")}
+
+
+def check_optimizer_settings(args: argparse.Namespace) -> None:
+    """The settings ``args.opt`` reads, as train.py's flags allow them (framework/validate.py's ranges), for callers
+    that build the optimizer themselves: one ConfigError naming the setting (and its flag) and the range."""
+    if not isinstance(args.opt, str) or args.opt not in OPT_DEFAULTS:
+        raise ConfigError(f"--opt {args.opt!r}: use one of {', '.join(OPT_DEFAULTS)}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def bad(name: str, value: Any, wanted: str) -> ConfigError:
+        return ConfigError(f"{name} (--{name.replace('_', '-')}) must be {wanted}, got {value!r:.60}")
+
+    if not (number(args.lr) and args.lr > 0):
+        raise bad("lr", args.lr, "a finite number > 0")
+    if not (number(args.weight_decay) and args.weight_decay >= 0):
+        raise bad("weight_decay", args.weight_decay, "a finite number >= 0")
+    reads = _READS[args.opt]
+    betas = getattr(args, "opt_betas", None)
+    if "opt_betas" in reads and not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                                     and all(number(b) and 0 <= b < 1 for b in betas)):
+        raise bad("opt_betas", betas, "two numbers in [0, 1) (Adam's betas)")
+    for name in ("opt_eps", "adamp_delta"):
+        value = getattr(args, name, None)
+        if name in reads and not (number(value) and value > 0):
+            raise bad(name, value, "a finite number > 0")
+    momentum = getattr(args, "momentum", None)
+    if "momentum" in reads and not (number(momentum) and 0 <= momentum < 1):
+        raise bad("momentum", momentum, "a number in [0, 1)")
+
+
 def effective_lr(group: dict) -> float:
     """The step size a group's update really uses: Prodigy's and D-Adaptation's ``d * lr``, Schedule-Free's LR after
     its warmup (``scheduled_lr``), else ``lr``."""
     if "d" in group:
         return float(group["d"]) * float(group["lr"])
+    if "scheduled_lr" in group and "k" in group and "warmup_steps" in group:
+        # Schedule-Free writes ``scheduled_lr`` during its step: before the step it holds the previous step's LR
+        # (0 before the first). The coming step k uses lr * (k + 1) / warmup_steps during its warmup, then lr.
+        k, warmup = int(group["k"]), int(group["warmup_steps"])
+        return float(group["lr"]) * ((k + 1) / warmup if k < warmup else 1.0)
     return float(group.get("scheduled_lr", group["lr"]))
 
 

@@ -148,6 +148,7 @@ class Ours:
                               probe_batches=lambda: iter(DeviceBatches(x, y, 1_000_000)), forwards_per_step=accum)
         self.optimizer, self.loss_fn, self.scheduler, self.schedule = (parts.optimizer, parts.loss_fn,
                                                                        parts.scheduler, parts.schedule)
+        self.schedule.prepare(self.scheduler)  # as train.py before the first step (the LR range test; else nothing)
         if args.compile:
             self.model = torch.compile(self.model)
         self.pos, self.stats = Position(), TrainStats()

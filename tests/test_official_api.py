@@ -298,8 +298,8 @@ def test_load_state_dict_checks_keys_and_ranges_and_changes_nothing_on_error():
         t.step(2.0)
     before = (t.last_step, t.get_last_lr(), list(t._epoch_losses))
     losses, history, rng = t.losses.copy(), list(t.history), t.rng.bit_generator.state
-    cases = [({}, "'config' is missing"), ({**good, "phase": "banana"}, "'phase' is 'banana'"),
-             ({k: v for k, v in good.items() if k != "config"}, "'config' is missing"),
+    cases = [({}, "'config' .* is missing"), ({**good, "phase": "banana"}, "'phase' is 'banana'"),
+             ({k: v for k, v in good.items() if k != "config"}, "'config' .* is missing"),
              ({**good, "rng": {"bit_generator": "PCG64", "state": "x"}}, "'rng' is not usable"),
              ({**good, "history": [{"no": "type"}]}, "'history' is not usable"),
              ({**good, "history": ["switch"]}, "'history' is not usable"),
