@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import platform
 import shutil
@@ -32,15 +33,15 @@ from framework.batch import BatchSplit
 from framework.checkpoint import (CheckpointError, discard_checkpoints, load_resumable, resume_path, run_files,
                                   save_checkpoint)
 from framework.seeding import epoch_seed, rng_state, seed_everything, set_rng_state
-from framework.config import ConfigError, parse_args, write_config, yaml_mapping
+from framework.config import ConfigError, OneLineParser, parse_args, write_config, yaml_mapping
 from framework.data import build_data
 from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
-from framework.distributed import (DistInfo, Heartbeat, any_rank, barrier, check_ranks_agree, cleanup,
-                                   init_distributed)
+from framework.distributed import (DistInfo, Heartbeat, agree_on_resume, any_rank, barrier, check_ranks_agree,
+                                   cleanup, init_distributed)
 from framework.engine import AmpGrad, StopFlag, TrainStats, evaluate, recompute_batchnorm, train_one_epoch
 from framework.logger import RunLogger
-from framework.models import build_model
+from framework.models import build_model, check_input
 from framework.optim import (OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults,
                              set_optimizer_mode, uses_optimizer_modes)
 from framework.rundir import lock_run_dir
@@ -63,8 +64,8 @@ maximum. A run directory holding last.pt resumes from it when its settings allow
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("train.py", description=__doc__.split("\n")[0], epilog=EPILOG, add_help=True,
-                                formatter_class=_HelpFormatter)
+    p = OneLineParser("train.py", description=__doc__.split("\n")[0], epilog=EPILOG, add_help=True,
+                      formatter_class=_HelpFormatter)
     flag = argparse.BooleanOptionalAction
     g = p.add_argument_group("general")
     g.add_argument("-c", "--config", default=None, help="YAML file of flag values (keys = flag names); the command "
@@ -310,12 +311,25 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    info = init_distributed(args.device, args.local_rank, args.dist_timeout)
+    try:
+        info = init_distributed(args.device, args.local_rank, args.dist_timeout)
+    except torch.distributed.DistError as e:  # a rank that never joined (it failed first), an unreachable master
+        reason = " ".join(str(e).split())[:300]
+        sys.stderr.write(f"error: the process group did not form within --dist-timeout {args.dist_timeout:g} s "
+                         f"({reason}); a rank that failed before joining says why in its own log, else check "
+                         "MASTER_ADDR/MASTER_PORT\n")
+        return 1
     if info.device.type == "cuda":  # fixed input shapes: cuDNN autotunes its kernels once (timm's train.py does too)
         torch.backends.cudnn.benchmark = True
     where = f" (rank {info.rank})" if info.distributed else ""
     try:
         p = plan(args, info)
+        done = already_finished(args, p)
+        if any_rank(info.is_main and done is not None, info):  # rank 0's results.json decides for every rank
+            if done:
+                print(done)
+            cleanup()
+            return 0
         lock = lock_run_dir(args.output, info)  # one run per run directory (none for a throwaway smoke run)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         sys.stderr.write(f"error{where}: {e}\n")
@@ -392,18 +406,63 @@ def plan(args: argparse.Namespace, info: DistInfo) -> Plan:
         raise
     except (ValueError, TypeError, AssertionError) as e:  # e.g. a model option the model does not take
         raise ConfigError(f"--model {args.model} cannot be built with these settings: {e}") from None
+    check_input(model, args.model, data.in_chans, data.img_size, info.device)  # an image size it cannot take
     out = Plan(data, model, AmpGrad(args.amp, info.device, args.clip_grad))
     if args.smoke and args.output and run_files(args.output):
         raise ConfigError(f"--smoke would write into --output {args.output}, which holds a run "
                           f"({', '.join(run_files(args.output))}); give --smoke a new directory, or no --output")
-    out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
-    out.ckpt, out.ckpt_file, out.warnings = load_resumable(out.ckpt_file)  # a damaged last.pt: prev.pt
-    if out.ckpt is not None:
-        out.position, out.note = check_resume(out.ckpt, config_dict(args), data.split, data.steps_per_epoch,
-                                              out.ckpt_file)
-        threads = thread_change(out.ckpt, torch.get_num_threads(), info.device.type)
-        out.warnings += [threads] if threads else []
+    error = None
+    try:
+        out.ckpt_file = None if args.smoke else resume_path(args.resume, args.output)
+        out.ckpt, out.ckpt_file, out.warnings = load_resumable(out.ckpt_file)  # a damaged last.pt: prev.pt
+        if out.ckpt is not None:
+            out.position, out.note = check_resume(out.ckpt, config_dict(args), data.split, data.steps_per_epoch,
+                                                  out.ckpt_file)
+            threads = thread_change(out.ckpt, torch.get_num_threads(), info.device.type)
+            out.warnings += [threads] if threads else []
+        elif args.resume == "auto" and not args.smoke and info.is_main:
+            check_no_results(args.output)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        error = e
+    # every rank continues from the same checkpoint, or every rank stops (a last.pt only one node sees, a refusal
+    # on one rank): one line each, nothing written
+    agree_on_resume(error, out.ckpt_file, out.position.to_dict() if out.ckpt is not None else None, info)
     return out
+
+
+def check_no_results(output: str) -> None:
+    """A fresh start (no checkpoint to resume) into a directory that holds a run's results: refused, since it would
+    delete them (a finished run whose checkpoints were removed to save space). ``--resume none`` replaces them."""
+    path = os.path.join(output, "results.json")
+    results = _read_results(path)
+    if results is not None:
+        raise ConfigError(f"--output {output} holds the results of a run ({path}, status "
+                          f"{results.get('status', '?')!r}) but no checkpoint to resume (last.pt); starting afresh "
+                          "would replace them. Choose another --output, or pass --resume none to replace that run")
+
+
+def _read_results(path: str) -> Optional[dict]:
+    """results.json as a dict, or None when it is absent or not a readable JSON object (a failed run)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def already_finished(args: argparse.Namespace, p: Plan) -> Optional[str]:
+    """The line to print when the checkpoint to continue is at the end of training and the run's results.json is
+    there: nothing to do, and nothing is rewritten. None otherwise (a run killed before writing its results resumes
+    and writes them)."""
+    if p.ckpt is None or args.smoke or p.position.epoch < args.epochs:
+        return None
+    results = _read_results(os.path.join(args.output, "results.json"))
+    if results is None:
+        return None
+    return (f"{args.output} holds a run that has ended ({results.get('status', '?')}: {p.position.epoch} epochs, "
+            f"{p.position.step} steps; results.json); nothing to do. To train it again, pass --resume none or "
+            "choose another --output")
 
 
 def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:

@@ -187,6 +187,12 @@ def _build_imagenet(args: argparse.Namespace, *, rank: int, world_size: int, dev
                 x = grouped_randaugment(x, derive_seed(seed, 0), 8, **rand_augment)
             x = jpeg.normalize(x, mean, std)
             return random_erasing(x, args.reprob or 0.0, derive_seed(seed, 1))  # timm's, in its 'pixel' mode
+    for folder in (train_set, val_set):  # a folder of which no image can be read: refused now, not mid-epoch (this
+        try:                             # reads one file, or every file only when none can be read)
+            folder[0]
+        except jpeg.UnreadableImage as e:
+            raise ValueError(f"{e}; check the files with `python scripts/prepare_data.py --dataset imagenet "
+                             f"--data-dir {args.data_dir}`") from None
     num_classes = len(train_set.classes)
     if args.num_classes is not None and args.num_classes != num_classes:
         raise ValueError(f"--num-classes {args.num_classes} but {root / 'train'} has {num_classes} class folders")

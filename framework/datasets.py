@@ -85,10 +85,24 @@ def load_fashion_mnist(data_dir: str, split: str) -> tuple[torch.Tensor, torch.T
             f"in {looked}. Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or "
             f"`python scripts/prepare_data.py --dataset fashion_mnist --data-dir {data_dir}`")
     images_name, labels_name = FASHION_FILES[split]
-    images = _read_idx(_idx_file(d, images_name))
-    labels = _read_idx(_idx_file(d, labels_name))
-    if images.ndim != 3 or len(images) != len(labels):
+    images_path, labels_path = _idx_file(d, images_name), _idx_file(d, labels_name)
+    images, labels = _read_idx(images_path), _read_idx(labels_path)
+    again = "download it again (scripts/prepare_data.py) or reinstall dataset-fashion-mnist"
+    if labels.ndim != 1:
+        raise ValueError(f"{labels_path} is not a labels file: it holds an array of shape {labels.shape}, not one "
+                         f"label per image (an images file under a labels file's name?); {again}")
+    side = DATASETS["fashion_mnist"].img_size
+    if images.ndim != 3 or images.shape[1:] != (side, side):
+        raise ValueError(f"{images_path} holds images of shape {images.shape[1:]}, not Fashion-MNIST's {side}x{side} "
+                         f"(a labels file or another dataset under its name?); {again}")
+    if len(images) != len(labels):
         raise ValueError(f"{d}: {images_name} has shape {images.shape} for {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError(f"{images_path} holds no images (0 in its header); {again}")
+    classes = DATASETS["fashion_mnist"].num_classes
+    if labels.max() >= classes:
+        raise ValueError(f"{labels_path} holds the label {int(labels.max())}, but Fashion-MNIST's classes are 0-"
+                         f"{classes - 1}; {again}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -146,16 +160,42 @@ def load_cifar(name: str, data_dir: str, split: str) -> tuple[torch.Tensor, torc
             f"{', '.join(str(p) for p in looked)}. Download it with `python scripts/prepare_data.py --dataset {name} "
             f"--data-dir {data_dir}` (torchvision) or unpack {CIFAR_LAYOUT[name][0]}.tar.gz there")
     _, train_files, test_files, key = CIFAR_LAYOUT[name]
+    classes = 10 if name == "cifar10" else 100
     images, labels = [], []
     for f in train_files if split == "train" else test_files:
         batch = read_cifar_batch(d / f)
+        again = "download the dataset again with scripts/prepare_data.py"
         try:
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(batch[key])
+            pixels = np.asarray(batch["data"])
+            if pixels.dtype != np.uint8 and not (np.issubdtype(pixels.dtype, np.integer) and pixels.size
+                                                 and 0 <= pixels.min() and pixels.max() <= 255):
+                raise ValueError(f"its pixels are {pixels.dtype}, not bytes 0-255")
+            batch_images = pixels.astype(np.uint8).reshape(-1, 3, 32, 32)
+            batch_labels = np.asarray(batch[key])
+            if batch_labels.ndim != 1 or len(batch_labels) != len(batch_images):
+                raise ValueError(f"it holds {len(batch_images)} images but {batch_labels.size} {key}")
+            if len(batch_labels) and (not np.issubdtype(batch_labels.dtype, np.integer) or batch_labels.min() < 0
+                                      or batch_labels.max() >= classes):
+                bad = next((v for v in batch_labels.tolist() if not (type(v) is int and 0 <= v < classes)),
+                           batch_labels.tolist()[0])
+                raise ValueError(f"it holds the label {bad!r}, but {name}'s classes are 0-{classes - 1}")
         except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{d / f} is not a CIFAR python batch ({type(e).__name__}: {e}); download the dataset "
-                             "again with scripts/prepare_data.py") from None
+            raise ValueError(f"{d / f} is not a CIFAR python batch ({type(e).__name__}: {e}); {again}") from None
+        images.append(batch_images)
+        labels.extend(batch_labels.tolist())
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+def _has_image(folder: Path) -> bool:
+    """Whether ``folder`` (or a folder below it, as ImageFolder searches) holds a file with an image extension;
+    stops at the first one."""
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+            return True
+    return False
 
 
 def imagenet_root(data_dir: str) -> Path:
@@ -178,9 +218,16 @@ def check_imagenet(data_dir: str) -> list[str]:
         if not classes[split]:
             problems.append(f"{d}/ has no class folders (val/ must be sorted into class folders too, e.g. with "
                             "the valprep.sh script of the PyTorch ImageNet example)")
+        if split == "train" and len(classes[split]) == 1:
+            problems.append(f"{d}/ has only one class folder ({classes[split][0]}); a classifier needs at least 2 "
+                            "classes")
         empty = [c for c in classes[split] if not any(os.scandir(d / c))]
         if empty:
             problems.append(f"{d}/ has {len(empty)} empty class folder(s): {', '.join(empty[:5])}")
+        imageless = [c for c in classes[split] if c not in empty and not _has_image(d / c)]
+        if imageless:
+            problems.append(f"{d}/ has {len(imageless)} class folder(s) without an image file "
+                            f"({', '.join(IMAGE_EXTENSIONS)}): {', '.join(str(d / c) for c in imageless[:5])}")
     if len(classes) == 2 and classes["train"] != classes["val"]:
         problems.append(f"train/ has {len(classes['train'])} classes but val/ has {len(classes['val'])} "
                         "(or different names)")

@@ -190,6 +190,45 @@ def check_ranks_agree(config: dict, info: DistInfo) -> None:
                       f"{hint}); start every rank with the same settings and data")
 
 
+def agree_on_resume(error: Optional[BaseException], checkpoint: Optional[str], position: Optional[dict],
+                    info: DistInfo) -> None:
+    """Every rank decides alike whether and where the run continues, or every rank stops with one line.
+
+    ``error``: this rank's refusal of its checkpoint (or None); ``checkpoint``/``position``: the file and position it
+    continues from (None: a fresh start). One process: ``error`` is raised as it is. Several: one small collective;
+    when a rank refused, every rank raises a ConfigError naming that rank and its message; when ranks continue from
+    different positions (a node-local ``--output`` whose last.pt only one node sees), every rank raises one naming
+    both, before anything is written."""
+    if not info.distributed:
+        if error is not None:
+            raise error
+        return
+    mine = {"error": None if error is None else f"{error}", "file": checkpoint,
+            "position": None if position is None else {k: position[k] for k in ("epoch", "step", "sample")}}
+    everyone: list = [None] * info.world_size
+    dist.all_gather_object(everyone, mine, group=info.control_group)
+    failed = [r for r, v in enumerate(everyone) if v["error"] is not None]
+    if failed:
+        if error is not None:
+            raise error if isinstance(error, ConfigError) else ConfigError(str(error))
+        r = failed[0]
+        raise ConfigError(f"rank {r} refused to start: {everyone[r]['error']}")
+    first = everyone[0]
+    other = next((r for r, v in enumerate(everyone) if v["position"] != first["position"]), None)
+    if other is None:
+        return
+
+    def where(r: int) -> str:
+        v = everyone[r]
+        if v["position"] is None:
+            return f"rank {r} finds no checkpoint and would start afresh"
+        pos = v["position"]
+        return f"rank {r} resumes from {v['file']} (epoch {pos['epoch']}, step {pos['step']})"
+    raise ConfigError(f"the ranks do not continue from the same checkpoint: {where(0)}, but {where(other)}. Every "
+                      "rank must see the same checkpoint: put --output on a file system all nodes share (or copy "
+                      "last.pt to every node's --output), or start every rank afresh with --resume none")
+
+
 class Heartbeat:
     """Which rank stopped answering: every rank bumps a counter in the process group's key-value store every
     ``interval`` seconds from a daemon thread; rank 0 watches every rank's counter, the other ranks watch rank 0's.

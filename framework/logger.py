@@ -26,20 +26,25 @@ from .io import STEP_COLUMNS, atomic_write, jsonable, write_json
 
 LOGS = ("steps.csv", "epochs.jsonl", "events.jsonl")  # appended during the run
 RUN_FILES = ("args.yaml", "env.json", "results.json", "train.log") + LOGS  # files a run writes in its directory
+CHECKPOINT_FILES = ("last.pt", "prev.pt", ".lock")  # the checkpoints and the run's lock (framework/rundir.py)
 
 
-def check_run_dir(output: str) -> None:
+def check_run_dir(output: str, rollback: bool = False) -> None:
     """Raise ConfigError (train.py: exit 2, one line) when a file the run writes in ``output`` is a directory (or
-    ``tb`` is not one): the run would fail at its first write, or after its first epoch. Nothing is changed."""
-    for name in RUN_FILES:
+    ``tb`` is not one; with ``rollback``, AutoWU's snapshot folder ``rollback``): the run would fail at its first
+    write, or after its first epoch. Nothing is changed."""
+    for name in RUN_FILES + CHECKPOINT_FILES:
         path = os.path.join(output, name)
         if os.path.isdir(path):
             raise ConfigError(f"{path} is a directory, but the run writes its {name} there: move or remove that "
                               "directory, or choose another --output")
-    tb = os.path.join(output, "tb")
-    if os.path.lexists(tb) and not os.path.isdir(tb):
-        raise ConfigError(f"{tb} is not a directory, but the run writes its TensorBoard logs there: move or remove "
-                          "it, or choose another --output")
+    folders = [("tb", "TensorBoard logs")] + ([("rollback", "rollback snapshots (--autowu-rollback)")] if rollback
+                                              else [])
+    for name, what in folders:
+        path = os.path.join(output, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise ConfigError(f"{path} is not a directory, but the run writes its {what} there: move or remove "
+                              "it, or choose another --output")
 
 
 class RunLogger:

@@ -55,7 +55,7 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
     kwargs: dict = {"num_classes": num_classes, "in_chans": in_chans}
     if getattr(args, "drop_path", None) is not None:
         kwargs["drop_path_rate"] = args.drop_path
-    if args.model.startswith(("vit_", "deit_")):
+    if args.model.startswith(("vit_", "deit_")) or args.model in SIZED_MODELS:
         kwargs["img_size"] = img_size
     try:
         return timm.create_model(args.model, pretrained=False, **kwargs)
@@ -63,6 +63,28 @@ def create_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_
         if "Unknown model" in str(e):
             raise ValueError(unknown_model(args.model)) from e
         raise
+
+
+SIZED_MODELS = ("fmnist_cnn", "fmnist_mlp")  # ours whose layers are sized for the image (they take img_size)
+
+
+def check_input(model: nn.Module, name: str, in_chans: int, img_size: int, device: torch.device) -> None:
+    """Raise ConfigError unless ``model`` takes ``in_chans``-channel ``img_size`` images: one forward pass of a
+    single zero image in eval mode without gradients (no running statistics, no random draws change), so a size the
+    model cannot take is refused before the run directory is touched, not at the first training step."""
+    from .config import ConfigError
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, img_size, img_size, device=device))
+    except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as e:
+        reason = " ".join(str(e).split())[:300]
+        raise ConfigError(f"--model {name} cannot take {in_chans}-channel {img_size}x{img_size} images (--img-size "
+                          f"{img_size}, --in-chans {in_chans}): {type(e).__name__}: {reason}; choose an image size "
+                          "or a model that fit together") from None
+    finally:
+        model.train(training)
 
 
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int, device: torch.device,

@@ -79,6 +79,12 @@ def check_resume(ckpt: dict, current: dict, split: BatchSplit, steps_per_epoch: 
                           f"{'; '.join(changes)}. {ways}")
     pos = checkpoint_position(ckpt)
     batch = split.batch_size
+    saved_steps = ckpt.get("steps_per_epoch")
+    if saved_steps is not None and int(saved_steps) != steps_per_epoch:
+        raise ConfigError(f"cannot resume from {path}: the training set gives {steps_per_epoch} steps per epoch of "
+                          f"{batch} images now, but {saved_steps} when the checkpoint was made: the data changed "
+                          "(another --data-dir, or its files replaced), so the schedule and the position cannot "
+                          f"continue. Point --data-dir at the data the run started with. {ways}")
     if pos.step - pos.epoch * steps_per_epoch != pos.sample // batch or pos.sample % batch:
         raise ConfigError(f"cannot resume from {path}: its position (epoch {pos.epoch}, step {pos.step}, sample "
                           f"{pos.sample}) is not a whole optimizer step of {steps_per_epoch} steps of {batch} images "

@@ -129,11 +129,17 @@ def check_model(name: str) -> None:
     raise ConfigError(unknown_model(name))
 
 
-def check_output(output: Optional[str]) -> None:
-    """The run directory must be a directory (or creatable as one) that this process can write in."""
+def check_output(output: Optional[str], rollback: bool = False) -> None:
+    """The run directory must be a directory (or creatable as one) that this process can write in.
+    ``rollback``: the run keeps AutoWU's rollback snapshots in ``OUTPUT/rollback/``."""
     if output is None:
         return
+    if not output.strip():
+        raise ConfigError(f"--output is empty ({output!r}); give the run directory, e.g. --output runs/my_run")
     path = os.path.abspath(output)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ConfigError(f"--output {output} is a symlink to {os.readlink(path)}, which does not exist; create that "
+                          "directory or choose another --output")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"--output {output} is a file, not a directory; choose a directory path")
     probe = path
@@ -147,7 +153,7 @@ def check_output(output: Optional[str]) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         why = "read-only" if probe == path else f"{probe} is read-only"
         raise ConfigError(f"--output {output} is not writable ({why}); choose a directory you can write to")
-    check_run_dir(output)  # a log file of the run directory replaced by a directory
+    check_run_dir(output, rollback=rollback)  # a log file of the run directory replaced by a directory
 
 
 def check_data_dir(args: argparse.Namespace) -> None:
@@ -161,8 +167,18 @@ def check_data_dir(args: argparse.Namespace) -> None:
                           f"that holds {args.dataset} (`python scripts/prepare_data.py --dataset {args.dataset} "
                           f"--data-dir DIR` fetches or checks it)")
     if args.dataset == "fashion_mnist" and not default:
-        from .datasets import find_fashion_mnist
+        from .datasets import DEBIAN_FASHION_MNIST, FASHION_FILES, _idx_file, fashion_mnist_dirs, find_fashion_mnist
+        names = [n for pair in FASHION_FILES.values() for n in pair]
         found = find_fashion_mnist(args.data_dir)
+        for d in fashion_mnist_dirs(args.data_dir):
+            if str(d) == DEBIAN_FASHION_MNIST or (found is not None and _inside(found, args.data_dir)):
+                continue
+            missing = [n for n in names if _idx_file(d, n) is None]
+            if 0 < len(missing) < len(names):  # some of the four files: an interrupted download, not another place
+                raise ConfigError(f"--data-dir {args.data_dir}: {d} holds part of Fashion-MNIST but not "
+                                  f"{', '.join(m + '[.gz]' for m in missing)} (an interrupted download?); fetch "
+                                  "it with `python scripts/prepare_data.py --dataset fashion_mnist --data-dir "
+                                  f"{args.data_dir}`")
         if found is not None and not _inside(found, args.data_dir):
             raise ConfigError(f"--data-dir {args.data_dir} does not hold Fashion-MNIST; the system's copy is in "
                               f"{found}: pass --data-dir {found} to train on it")
@@ -199,5 +215,5 @@ def check_args(args: argparse.Namespace) -> None:
     check_smoke(args)
     check_device(args)
     check_model(args.model)
-    check_output(args.output)
+    check_output(args.output, rollback=bool(getattr(args, "autowu_rollback", False)))
     check_data_dir(args)
