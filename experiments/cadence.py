@@ -364,15 +364,44 @@ def plot(rows: list[dict], path: str, choice: Optional[dict]) -> None:
 
 
 # -- recorded warmups: import from run directories -------------------------------------------------------------------
+RECORD_ARGS = ("train_subset", "batch_size", "autowu_rho_w", "epochs", "opt", "model", "dataset", "seed")
+
+
+def recorded_args(run_root: str) -> dict[str, dict]:
+    """``{steps.csv path: the run's args.yaml}`` of every ``RUN_ROOT/*/steps.csv``, all read before anything is
+    copied. ValueError naming the folder or the file when there is no run, or an args.yaml is missing, damaged or
+    lacks a setting the import needs."""
+    import yaml
+    if not os.path.isdir(run_root):
+        raise ValueError(f"--import-recorded {run_root}: not a folder of run directories")
+    found = {}
+    for run in sorted(glob.glob(os.path.join(run_root, "*", "steps.csv"))):
+        path = os.path.join(os.path.dirname(run), "args.yaml")
+        try:
+            with open(path) as f:
+                args = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            raise ValueError(f"{path}: cannot be read ({why}); every recorded run needs the args.yaml train.py "
+                             "wrote") from None
+        args = {str(k).replace("-", "_"): v for k, v in args.items()} if isinstance(args, dict) else {}
+        missing = [k for k in RECORD_ARGS if args.get(k) is None]
+        if missing:
+            raise ValueError(f"{path}: lacks {', '.join(missing)} (not a recording run's args.yaml of train.py?)")
+        found[run] = args
+    if not found:
+        raise ValueError(f"--import-recorded {run_root}: no RUN/steps.csv in it (give the folder that holds the "
+                         "recording runs' directories)")
+    return found
+
+
 def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
     """Copy the warmup part of each run's steps.csv (step, lr, loss) with its batch/optimizer/schedule facts."""
-    import yaml
+    runs = recorded_args(run_root)  # every run checked before a file is copied
     os.makedirs(out_dir, exist_ok=True)
-    for run in sorted(glob.glob(os.path.join(run_root, "*", "steps.csv"))):
+    for run, args in runs.items():
         rundir = os.path.dirname(run)
         name = os.path.basename(rundir)
-        with open(os.path.join(rundir, "args.yaml")) as f:
-            args = {k.replace("-", "_"): v for k, v in yaml.safe_load(f).items()}
         with open(run, newline="") as f:
             rows = list(csv.DictReader(f))
         spe = args["train_subset"] // args["batch_size"]  # drop_last batches of a fixed training subset
@@ -419,9 +448,31 @@ def main() -> int:
         if m != PAPER and not (_is_float(m) and float(m) > 1):
             print(f"error: --max-overshoot {m!r}: give numbers > 1 or '{PAPER}'", file=sys.stderr)
             return 2
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    done = {}
+    if args.cache and os.path.isfile(args.cache):
+        try:
+            with open(args.cache) as f:
+                done = {_key(q): q for q in json.load(f)}
+        except (ValueError, KeyError, TypeError) as e:  # not JSON, not a list of pass sequences
+            print(f"error: --cache {args.cache}: not a cache this study wrote ({type(e).__name__}: {str(e)[:100]}); "
+                  "move it away or give another --cache", file=sys.stderr)
+            return 2
     if args.import_recorded:
-        import_recorded(args.import_recorded)
+        try:
+            import_recorded(args.import_recorded)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     curves = synthetic_curves(args.reps) + ([] if args.no_recorded else recorded_curves())
+    if not curves:
+        print(f"error: no loss curve to study: --reps {args.reps} synthetic draws"
+              + (" and --no-recorded" if args.no_recorded else f" and no recorded warmup in {WARMUPS_DIR}")
+              + "; give --reps >= 1", file=sys.stderr)
+        return 2
     by_name = {c.name: c for c in curves}
     needed = {}  # (curve, test_every, confidence, seed) -> the grid settings it serves
     for curve in curves:
@@ -432,10 +483,6 @@ def main() -> int:
                 for c in args.confidence:
                     for sd in seeds:
                         needed.setdefault((curve.name, k, c, sd), []).append((pat, m))
-    done = {}
-    if args.cache and os.path.isfile(args.cache):
-        with open(args.cache) as f:
-            done = {_key(q): q for q in json.load(f)}
     todo = [(by_name[n], k, c, sd) for (n, k, c, sd) in needed if (n, k, c, sd) not in done]
     print(f"{len(curves)} curves ({sum(c.source == 'recorded' for c in curves)} recorded), {len(needed)} pass "
           f"sequences ({len(needed) - len(todo)} reused), {sum(map(len, needed.values()))} settings x curves")
@@ -474,6 +521,23 @@ def main() -> int:
     print(f"choice: {choice}")
     print(f"wrote {args.out} and {args.figure} in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def check_args(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the study's settings (one line naming the option), or None; before anything runs."""
+    for name, least in (("reps", 0), ("seeds", 1), ("workers", 1)):
+        if getattr(args, name) < least:
+            return f"--{name} must be >= {least}, got {getattr(args, name)}"
+    bad = [p for p in args.patience if p < 1]
+    if bad:
+        return f"--patience must be >= 1 (passing tests in a row before the switch), got {bad[0]}"
+    bad = [c for c in args.confidence if not 0 < c < 1]
+    if bad:
+        return f"--confidence must be in (0, 1), got {bad[0]:g}"
+    for flag, path in (("--out", args.out), ("--figure", args.figure), ("--cache", args.cache)):
+        if path and os.path.isdir(path):
+            return f"{flag} {path} is a directory; give a file name"
+    return None
 
 
 def _is_float(s: str) -> bool:

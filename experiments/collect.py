@@ -46,11 +46,24 @@ def read_paper(path: Optional[str]) -> dict[tuple[str, str, str], tuple[float, O
     if not path:
         return {}
     out = {}
-    with open(os.path.join(ROOT, path), newline="") as f:
-        for rec in csv.DictReader(f):
-            std = rec.get("top1_std") or ""
-            out[(rec["block"], rec["row"], rec["column"])] = (float(rec["top1"]), float(std) if std else None,
-                                                               rec["source"])
+    full = os.path.join(ROOT, path)
+    columns = ("source", "block", "row", "column", "top1")
+    try:
+        with open(full, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise TableError(f"{full}: the paper's numbers lack the column(s) {', '.join(missing)}; a paper CSV "
+                                 "has the header source,block,row,column,top1[,top1_std]")
+            for n, rec in enumerate(reader, 2):
+                std = rec.get("top1_std") or ""
+                try:
+                    out[(rec["block"], rec["row"], rec["column"])] = (float(rec["top1"]), float(std) if std else None,
+                                                                       rec["source"])
+                except (TypeError, ValueError):
+                    raise TableError(f"{full}:{n}: top1 {rec['top1']!r} or top1_std {std!r} is not a number") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TableError(f"{full}: the paper's numbers cannot be read ({e})") from None
     return out
 
 
@@ -65,8 +78,14 @@ def read_result(run: Run) -> Optional[dict]:
 
 
 def is_number(value: Any) -> bool:
-    """A usable metric value: an int or float (not a bool, not a string), finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A usable metric value: an int or float (not a bool, not a string), finite (an integer beyond a float's range
+    is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def is_autowu(result: dict) -> bool:
@@ -79,7 +98,12 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     reached). None for an AutoWU run without a switch or a run that diverged before its switch: it never decayed."""
     switch = result.get("switch")
     if isinstance(switch, dict):
-        if result.get("steps") and result.get("epochs"):  # the switch comes after switch["step"] steps
+        if not (is_number(switch.get("lr")) and is_number(switch.get("step"))):
+            print(f"[collect] warning: {run.results_path}: the switch entry has no numeric lr and step "
+                  f"({json.dumps(switch)[:120]}); the run's decay start is left out", file=sys.stderr)
+            return None
+        if is_number(result.get("steps")) and is_number(result.get("epochs")) and result["steps"]:
+            # the switch comes after switch["step"] steps
             return float(switch["lr"]), float(switch["step"]) * result["epochs"] / result["steps"]
         return None
     if is_autowu(result) or result.get("status") == "diverged":
@@ -179,8 +203,8 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                 for r in rs:
                     x = results[r.output]
                     if x is not None and x.get(table.metric) is not None and not is_number(x.get(table.metric)):
-                        print(f"[collect] warning: {r.results_path}: {table.metric} = {x.get(table.metric)!r} is "
-                              "not a number; counted as a failed run", file=sys.stderr)
+                        print(f"[collect] warning: {r.results_path}: {table.metric} = {repr(x.get(table.metric))[:40]}"
+                              " is not a number; counted as a failed run", file=sys.stderr)
                 ref = paper.get((block.name, row, c.key))
                 if not vals:
                     text = "; ".join(t for t in (f"diverged ({diverged}/{len(rs)})" if diverged else "",
@@ -250,7 +274,14 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
             lines += beside
     hardware = sorted({json.dumps(results[r.output].get("hardware"), sort_keys=True) for r in done
                        if results[r.output].get("hardware") is not None})
-    wall = sum(float(results[r.output].get("wall_time_s") or 0) for r in done)
+    wall = 0.0
+    for r in done:
+        w = results[r.output].get("wall_time_s")
+        if is_number(w):
+            wall += float(w)
+        elif w is not None:
+            print(f"[collect] warning: {r.results_path}: wall_time_s = {repr(w)[:40]} is not a number; left out of "
+                  "the compute total", file=sys.stderr)
     if done:
         lines.append(f"Compute: {len(done)} runs, {wall / 60:.1f} min of training wall time in total, on "
                      + "; ".join(h.strip('"') for h in hardware) + ".")
@@ -320,9 +351,16 @@ def write_page(table: Table, text: str, out: str, force: bool = False) -> Option
     ``## ...hand-written...`` heading on). Returns an error message instead of writing when the existing page says
     more runs finished than ``text`` does (unless ``force``)."""
     old = ""
+    if os.path.isdir(out):
+        return f"--out {out} is a directory; give the markdown file to write"
     if os.path.isfile(out):
-        with open(out) as f:
-            old = f.read()
+        try:
+            with open(out) as f:
+                old = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            if not force:
+                return (f"{out} cannot be read as the page to update ({e}): its hand-written part would be lost; "
+                        "move it away, give another --out, or pass --force to replace it")
     have = FINISHED.search(old)
     new = FINISHED.search(text)
     if have and new and not force and int(new.group(1)) < int(have.group(1)):
@@ -336,11 +374,16 @@ def write_page(table: Table, text: str, out: str, force: bool = False) -> Option
     hand = HAND_WRITTEN.search(old)
     if hand:
         text = text.rstrip("\n") + "\n\n" + old[hand.start():]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as e:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        return f"cannot write {out}: {e.strerror or e}; check --out"
     return None
 
 
@@ -354,11 +397,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
+        out = args.out or os.path.join(ROOT, "results", f"{table.name}.md")
+        if os.path.isdir(out):
+            raise TableError(f"--out {out} is a directory; give the markdown file to write")
+        text = collect(table, args.runs_dir)  # the table's flags (train.py's parser) and paper numbers checked here
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = collect(table, args.runs_dir)
-    out = args.out or os.path.join(ROOT, "results", f"{table.name}.md")
     error = write_page(table, text, out, args.force)
     if error:
         print(f"error: {error}", file=sys.stderr)

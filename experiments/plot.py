@@ -31,7 +31,8 @@ import numpy as np
 
 from framework.io import read_steps as read_step_columns
 
-from .tables import ROOT, Block, ResultsError, Run, Table, TableError, expand, load_table, read_results
+from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_filters, expand, load_table,
+                     read_results)
 from .tables import steps_per_epoch as run_steps_per_epoch
 
 MAX_POINTS = 400
@@ -86,8 +87,11 @@ def read_jsonl(path: str) -> list[dict]:
     """The objects of a JSON-lines file. A last line that does not parse is what a run killed while appending
     leaves: it is skipped with a warning naming the file and the line. A bad line before the last one, or a line
     that is not an object, is damage: :class:`ResultsError` naming the file and the line."""
-    with open(path) as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     out = []
     for i, line in enumerate(lines):
@@ -106,15 +110,37 @@ def read_jsonl(path: str) -> list[dict]:
     return out
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def bad_entry(name: str, entry: dict) -> Optional[str]:
+    """What is wrong with one record the figures draw from (a switch without a numeric step and lr, an epoch's top1
+    that is not a number), else None."""
+    switch = entry.get("switch") if name == "results.json" else entry if entry.get("type") == "switch" else None
+    if name != "epochs.jsonl" and switch is not None and (
+            not isinstance(switch, dict) or not (_number(switch.get("step")) and _number(switch.get("lr")))):
+        return f"a switch entry without a numeric step and lr ({json.dumps(switch)[:120]})"
+    if name == "epochs.jsonl" and entry.get("top1") is not None and not (
+            _number(entry.get("top1")) and _number(entry.get("epoch"))):
+        return f"an epoch entry whose epoch or top1 is not a number ({json.dumps(entry)[:120]})"
+    return None
+
+
 def damage(run: Run) -> Optional[str]:
     """Why a run's files cannot be drawn (the damaged file named), else None."""
     for name in ("results.json", "events.jsonl", "epochs.jsonl"):
+        path = os.path.join(os.path.dirname(run.results_path), name)
         try:
-            read_json(run, name)
+            entries = read_json(run, name)
         except ResultsError as e:
             return str(e)
         except OSError as e:
-            return f"{os.path.join(os.path.dirname(run.results_path), name)}: cannot be read ({e.strerror})"
+            return f"{path}: cannot be read ({e.strerror})"
+        for entry in entries:
+            why = bad_entry(name, entry)
+            if why:
+                return f"{path}: {why}"
     path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     if os.path.isfile(path):
         try:
@@ -407,6 +433,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
+        check_filters(table, blocks=args.block)
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise TableError(f"--out-dir {args.out_dir} is not a directory; give the folder the figures go to")
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,11 @@ RECORD_FILES = ("args.yaml", "env.json", "results.json", "epochs.jsonl", "events
 RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most about this many rows
 
 
+class RecordError(ValueError):
+    """A finished run's file that cannot go into its record (damaged JSON, a steps.csv row that does not parse): the
+    message names the file; that run is not exported."""
+
+
 
 def compact_steps(src: str, dst: str, result: Optional[dict], max_rows: int = RECORD_STEP_ROWS) -> int:
     """Write steps.csv with every step up to and including AutoWU's switch as its own row (so each of its decisions
@@ -63,6 +68,8 @@ def portable(name: str, text: str, output: str) -> str:
     if name not in ("results.json", "env.json"):
         return text
     obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     if name == "results.json" and isinstance(obj.get("config"), dict) and "output" in obj["config"]:
         obj["config"]["output"] = output
     argv = obj.get("argv") if name == "env.json" else None
@@ -85,9 +92,14 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
     output = os.path.join("runs", run.table, run.block, os.path.basename(run.output))
     files = {}
     for name in RECORD_FILES:
-        if os.path.isfile(os.path.join(src, name)):
-            with open(os.path.join(src, name)) as f:
-                files[name] = portable(name, f.read(), output)
+        path = os.path.join(src, name)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    files[name] = portable(name, f.read(), output)
+            except ValueError as e:  # not JSON, not an object, not UTF-8
+                raise RecordError(f"{path}: cannot go into the record ({e}); repair or restore the file, then export "
+                                  "again") from None
     old = os.path.join(dst, "results.json")
     if os.path.isfile(old):
         with open(old) as a:
@@ -96,11 +108,20 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
     tmp = dst + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for name, text in files.items():
-        with open(os.path.join(tmp, name), "w") as f:
-            f.write(text)
-    if os.path.isfile(os.path.join(src, "steps.csv")):
-        compact_steps(os.path.join(src, "steps.csv"), os.path.join(tmp, "steps.csv"), result)
+    try:
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        steps = os.path.join(src, "steps.csv")
+        if os.path.isfile(steps):
+            try:
+                compact_steps(steps, os.path.join(tmp, "steps.csv"), result)
+            except (ValueError, TypeError, KeyError) as e:  # a cut row, a missing column, text for a number
+                raise RecordError(f"{steps}: cannot be read as steps.csv ({type(e).__name__}: {e}); repair or "
+                                  "restore the file, then export again") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(dst, ignore_errors=True)
     os.rename(tmp, dst)
     return dst
@@ -108,17 +129,25 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
 
 def export_records(runs: list[Run], dest_root: str) -> int:
     """Export every finished run of ``runs``; prints what was copied and the records' total size."""
-    copied, skipped = [], []
+    copied, skipped, damaged = [], [], []
     for run in runs:
         try:
             dst = export_record(run, dest_root)
         except ResultsError as e:
             skipped.append(str(e))
             continue
+        except RecordError as e:
+            damaged.append(str(e))
+            continue
+        except OSError as e:
+            print(f"error: cannot write the records under {dest_root}: {e}", file=sys.stderr)
+            return 2
         if dst:
             copied.append(dst)
     for msg in skipped:
         print(f"[sweep] not exported (a failed run; --local runs it again): {msg}", file=sys.stderr)
+    for msg in damaged:
+        print(f"[sweep] warning: not exported: {msg}", file=sys.stderr)
     size = sum(os.path.getsize(os.path.join(d, f)) for d in copied for f in os.listdir(d))
     print(f"[sweep] exported {len(copied)} record(s) to {dest_root} ({size / 1e6:.2f} MB)")
     for d in copied:

@@ -12,7 +12,10 @@ exists is finished and skipped, so re-running a sweep only launches what is miss
 train.py resumes from ``<output>/last.pt``). A finished run whose recorded config differs from what the table and its
 base config now ask is *stale*: the sweep lists it and refuses to start until ``--rerun-stale`` sets it
 aside. Extra flags after ``--`` are not part of a run's identity: use them for paths and throughput
-(``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result.
+(``--data-dir``, ``--workers``, ``--micro-batch``), never for what changes the result; a flag train.py does not
+have, or one the sweep sets for each run (``--output``, ``--seed``, ``--config``), is refused there. So is a
+``--block``/``--rows``/``--columns``/``--seeds`` value the table does not have (a misspelt filter would quietly
+leave cells out).
 
 A results.json that cannot be read (empty, truncated, not an object) marks a *failed* run: it is listed with the file
 and the reason and run again. ``--export`` copies each finished run's compact record (a few hundred kB) to
@@ -38,11 +41,14 @@ from typing import Optional
 
 from . import tables  # noqa: F401  (tests point tables.RECORDS_DIR elsewhere)
 from .records import export_records
-from .tables import (RECORDS_DIR, ROOT, Run, TableError, check_runs, expand, flag_tokens,  # noqa: F401
-                     get_train_parser, load_table, train_argv)
+from .tables import (RECORDS_DIR, ROOT, Run, TableError, check_extra, check_filters, check_runs,  # noqa: F401
+                     expand, flag_tokens, get_train_parser, load_table, train_argv)
 
 CLUSTER_KEYS = ("AUTOWU_PARTITION", "AUTOWU_ACCOUNT", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK", "AUTOWU_TIME",
                 "AUTOWU_DATA_ROOT", "AUTOWU_SETUP", "AUTOWU_MAX_PARALLEL", "AUTOWU_SBATCH_ARGS", "AUTOWU_GRES")
+# read by scripts/slurm/common.sh on the batch node only (not by the sweep): known, so not refused as misspelt
+BATCH_NODE_KEYS = ("AUTOWU_PYTHON", "AUTOWU_MASTER_PORT", "AUTOWU_SHUTDOWN_TIMEOUT", "AUTOWU_ROOT")
+SLURM_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)  # sbatch --time's forms
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,7 +140,11 @@ def order_runs(runs: list[Run], order: str) -> list[Run]:
 def cluster_settings(path: Optional[str] = None) -> dict[str, str]:
     """Cluster settings: the KEY=VALUE file ``$AUTOWU_CLUSTER_ENV`` (default scripts/slurm/cluster.env), then the
     environment, which wins (same precedence as scripts/slurm/common.sh)."""
-    path = path or os.environ.get("AUTOWU_CLUSTER_ENV") or os.path.join(ROOT, "scripts", "slurm", "cluster.env")
+    explicit = path or os.environ.get("AUTOWU_CLUSTER_ENV")
+    path = explicit or os.path.join(ROOT, "scripts", "slurm", "cluster.env")
+    if explicit and not os.path.isfile(path):  # scripts/slurm/common.sh refuses it too
+        raise TableError(f"AUTOWU_CLUSTER_ENV={path}: {'a directory' if os.path.isdir(path) else 'does not exist'}, "
+                         "not a KEY=VALUE file; point it at your copy of scripts/slurm/cluster.env.example or unset it")
     settings: dict[str, str] = {}
     if os.path.isfile(path):
         with open(path) as f:
@@ -150,7 +160,11 @@ def cluster_settings(path: Optional[str] = None) -> dict[str, str]:
                 except ValueError as e:  # an unclosed quote
                     raise TableError(f"{path}:{n}: cannot read the value of {key.strip()} ({e}); quote it as bash "
                                      "would, e.g. KEY=\"a b\"") from None
-                settings[key.strip()] = " ".join(words)
+                key = key.strip()
+                if key.startswith("AUTOWU_") and key not in CLUSTER_KEYS + BATCH_NODE_KEYS:
+                    raise TableError(f"{path}:{n}: unknown setting {key} (misspelt?); the settings are "
+                                     f"{', '.join(CLUSTER_KEYS + BATCH_NODE_KEYS)}")
+                settings[key] = " ".join(words)
     settings.update({k: os.environ[k] for k in CLUSTER_KEYS if k in os.environ})
     return settings
 
@@ -171,7 +185,18 @@ def sbatch_line(option: str, where: str) -> str:
 
 def slurm_script(runs: list[Run], parser: argparse.ArgumentParser, nodes: int, extra: list[str],
                  settings: dict[str, str], job_name: str, log_dir: str) -> str:
-    """Text of an sbatch array job: task ``i`` runs ``runs[i]`` through scripts/slurm/{single,multi}_node.sbatch."""
+    """Text of an sbatch array job: task ``i`` runs ``runs[i]`` through scripts/slurm/{single,multi}_node.sbatch.
+    A setting sbatch would reject or misread (a count that is not a whole number >= 1, a time limit in no SLURM
+    form) is a TableError naming it."""
+    # (a value with characters no #SBATCH line may hold is named for those by sbatch_line below)
+    for key in ("AUTOWU_MAX_PARALLEL", "AUTOWU_GPUS_PER_NODE", "AUTOWU_CPUS_PER_TASK"):
+        value = settings.get(key, "")
+        if value and SBATCH_SAFE.fullmatch(value) and not re.fullmatch(r"[1-9][0-9]*", value):
+            raise TableError(f"{key}={value!r}: give a whole number >= 1 (or leave it empty)")
+    time_limit = settings.get("AUTOWU_TIME", "")
+    if time_limit and SBATCH_SAFE.fullmatch(time_limit) and not SLURM_TIME.fullmatch(time_limit):
+        raise TableError(f"AUTOWU_TIME={settings['AUTOWU_TIME']!r} is not a SLURM time limit: use MINUTES, "
+                         "HOURS:MINUTES:SECONDS or DAYS-HOURS[:MINUTES[:SECONDS]], e.g. 24:00:00 or 1-12:00:00")
     gpus = settings.get("AUTOWU_GPUS_PER_NODE", "")
     header = [(f"--job-name={job_name}", "the table name"), (f"--array=0-{len(runs) - 1}" + (
               f"%{settings['AUTOWU_MAX_PARALLEL']}" if settings.get("AUTOWU_MAX_PARALLEL") else ""),
@@ -243,11 +268,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     try:
         table = load_table(args.table)
+        check_filters(table, args.block, args.rows, args.columns, args.seeds)
         runs = expand(table, args.runs_dir, args.block, args.rows, args.columns, args.seeds)
         if not runs:
-            raise TableError(f"no run of {table.name} matches the filters")
+            raise TableError(f"no run of {table.name} matches the filters (each matches some run, but not together)")
         parser = get_train_parser()
         check_runs(runs, parser)
+        check_extra(parser, extra)
+        runs_root = os.path.join(ROOT, args.runs_dir)
+        if os.path.exists(runs_root) and not os.path.isdir(runs_root):
+            raise TableError(f"--runs-dir {runs_root} is not a directory; give the folder of the run directories")
+        if args.export and os.path.exists(args.export) and not os.path.isdir(args.export):
+            raise TableError(f"--export {args.export} is not a directory; give the folder the records go to")
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -279,6 +311,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("error: pass --rerun-stale to set those runs aside (OUTPUT.stale-TIME) and run them again, or "
                   "use another --runs-dir", file=sys.stderr)
             return 2
+    log_dir = os.path.join(ROOT, args.runs_dir, table.name, "slurm")
+    if args.slurm:
+        try:  # every value checked before anything is written (or a stale run set aside): the command line's first
+            sbatch_line(f"--output={log_dir}/%x_%A_%a.out", "--runs-dir")
+            text = slurm_script(pending, parser, args.nodes, extra, cluster_settings(), f"autowu-{table.name}",
+                                log_dir)
+        except TableError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if stale:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         for r in pending:
             if r.name in stale:
@@ -287,17 +329,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"[sweep] {r.name}: set aside as {r.output}.stale-{stamp}")
     if args.local:
         return 1 if run_local(pending, parser, args.nproc, extra, args.jobs, args.threads) else 0
-    log_dir = os.path.join(ROOT, args.runs_dir, table.name, "slurm")
-    try:  # every value checked before anything is written
-        text = slurm_script(pending, parser, args.nodes, extra, cluster_settings(), f"autowu-{table.name}", log_dir)
-    except TableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(log_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = os.path.join(log_dir, f"{table.name}_{stamp}.sbatch")
-    with open(path, "w") as f:
-        f.write(text)
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        print(f"error: cannot write the batch script {path}: {e.strerror}; check --runs-dir", file=sys.stderr)
+        return 2
     print(f"[sweep] wrote {path} ({len(pending)} array tasks, {args.nodes} node(s) each)")
     if args.submit:
         return subprocess.call(["sbatch", path], cwd=ROOT)

@@ -43,6 +43,7 @@ BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "ove
 TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside"}
 RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (experiments/records.py)
 NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
+METRICS = ("final_top1", "final_top5", "best_top1", "best_top5")  # the numbers of results.json a table may report
 
 
 class TableError(ValueError):
@@ -63,6 +64,9 @@ def read_results(path: str) -> Optional[dict]:
         return None
     except OSError as e:
         raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): not a results.json of "
+                           "train.py") from None
     try:
         obj = json.loads(text)
     except ValueError as e:
@@ -211,6 +215,10 @@ def _mapping(value: Any, what: str, path: str) -> dict:
 def _columns(value: Any, path: str) -> list[Column]:
     if isinstance(value, list) and value and all(isinstance(b, int) and not isinstance(b, bool) and b > 0
                                                  for b in value):
+        twice = sorted({b for b in value if value.count(b) > 1})
+        if twice:
+            raise TableError(f"{path}: column {', '.join(map(str, twice))} is listed twice in columns: its runs would "
+                             "share one run directory; list each batch size once")
         return [Column(str(b), batch_header(b), f"b{b}", {"batch-size": b}) for b in value]
     if isinstance(value, dict) and value:
         return [Column(str(k), str(k), str(k), _mapping(v, f"column {k!r}", path)) for k, v in value.items()]
@@ -235,6 +243,10 @@ def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
     seeds = merged.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise TableError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise TableError(f"{where}: seeds lists {', '.join(map(str, twice))} twice: its runs would share one run "
+                         "directory; list each seed once")
     rows = merged["rows"]
     if not isinstance(rows, dict) or not rows:
         raise TableError(f"{where}: rows must be a non-empty mapping {{row name: {{flag: value}}}}")
@@ -311,9 +323,13 @@ def load_table(name_or_path: str) -> Table:
         unknown = set(beside) - {"csv", "block", "label", "baseline"}
         if unknown:
             raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
+    metric = str(spec.get("metric", "final_top1"))
+    if metric not in METRICS:
+        raise TableError(f"{path}: metric {metric!r} is not a number results.json records; use one of "
+                         f"{', '.join(METRICS)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
-                 paper=paper, metric=str(spec.get("metric", "final_top1")), blocks=blocks, paper_beside=beside)
+                 paper=paper, metric=metric, blocks=blocks, paper_beside=beside)
 
 
 def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
@@ -340,6 +356,21 @@ def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = N
                     runs.append(Run(table.name, block.name, row, col.key, seed, block.base, over,
                                     os.path.normpath(out)))
     return runs
+
+
+def check_filters(table: Table, blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,
+                  columns: Optional[list[str]] = None, seeds: Optional[list[int]] = None) -> None:
+    """TableError naming every value of a filter (``--block``, ``--rows``, ``--columns``, ``--seeds``) that matches
+    nothing in ``table``, with the values it has: a misspelt filter must not quietly leave cells out."""
+    have = {"--block": [b.name for b in table.blocks if b.name],
+            "--rows": list(dict.fromkeys(r for b in table.blocks for r in b.rows)),
+            "--columns": list(dict.fromkeys(n for b in table.blocks for c in b.columns for n in (c.key, c.header))),
+            "--seeds": list(dict.fromkeys(s for b in table.blocks for s in b.seeds))}
+    for flag, wanted in (("--block", blocks), ("--rows", rows), ("--columns", columns), ("--seeds", seeds)):
+        unknown = [w for w in wanted or [] if w not in have[flag]]
+        if unknown:
+            known = ", ".join(map(str, have[flag])) or "none (the table has no blocks)"
+            raise TableError(f"{flag} {' '.join(map(str, unknown))}: not in {table.name} (it has {known})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,6 +415,28 @@ def train_argv(run: Run, parser: argparse.ArgumentParser, extra: Optional[list[s
     return argv + list(extra or [])
 
 
+PER_RUN_FLAGS = ("--output", "--seed", "--config")  # what the sweep sets for each run itself
+
+
+def check_extra(parser: argparse.ArgumentParser, extra: list[str]) -> None:
+    """The train.py flags given after ``--`` (for every run): TableError naming one that train.py does not have, or
+    one the sweep sets for each run itself (``--output``, ``--seed``, ``--config``: every run would get the same)."""
+    options = {opt: a for a in parser._actions for opt in a.option_strings}
+    for token in extra:
+        if not token.startswith("-") or token == "-" or re.fullmatch(r"-\.?\d.*", token):
+            continue  # a value (also a negative number)
+        flag = token.split("=", 1)[0]
+        action = options.get(flag)
+        if action is None and flag.startswith("--"):  # argparse's unique prefixes
+            matches = {options[o] for o in options if o.startswith(flag)}
+            action = matches.pop() if len(matches) == 1 else None
+        if action is None:
+            raise TableError(f"{flag} (after --) is not a train.py flag; see `python train.py --help`")
+        if any(o in PER_RUN_FLAGS for o in action.option_strings):
+            raise TableError(f"{flag} (after --) is set by the sweep for each run (from the table and --runs-dir): "
+                             "every run would get the same one; remove it")
+
+
 # Flags that change how fast a run goes or where it reads and writes, never its result: a finished run that differs
 # from the table only in these is not stale (they may also be given after `--`). The settings a resume may change
 # (framework.runspec.RESUME_MAY_CHANGE), plus the device and the input pipeline's place, which a table leaves to the
@@ -398,7 +451,10 @@ def check_runs(runs: list[Run], parser: argparse.ArgumentParser) -> None:
     from framework.runspec import RESUME_MAY_CHANGE  # noqa: E402
     not_identity = RESUME_MAY_CHANGE | NOT_IDENTITY_EXTRA
     for run in runs:
-        argv = train_argv(run, parser)
+        try:
+            argv = train_argv(run, parser)
+        except TableError as e:  # a flag train.py does not have, a value its action cannot take
+            raise TableError(f"run {run.name}: {e}") from None
         cwd = os.getcwd()
         try:
             os.chdir(ROOT)

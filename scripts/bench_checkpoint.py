@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,7 +28,7 @@ sys.path.insert(0, ROOT)
 import train  # noqa: E402
 from framework.checkpoint import save_checkpoint  # noqa: E402
 from framework.seeding import rng_state  # noqa: E402
-from framework.config import parse_args  # noqa: E402
+from framework.config import ConfigError, parse_args  # noqa: E402
 from framework.datasets import DATASETS  # noqa: E402
 from framework.models import create_model  # noqa: E402
 from framework.engine import AmpGrad  # noqa: E402
@@ -51,7 +52,17 @@ def main(argv=None) -> int:
     pre.add_argument("--repeats", type=int, default=3)
     pre.add_argument("--dir", default=None, help="where to write last.pt (default: a temp directory, removed)")
     ours, rest = pre.parse_known_args(argv)
-    args = parse_args(train.get_args_parser(), rest)
+    if ours.repeats < 1:
+        print(f"error: --repeats must be >= 1, got {ours.repeats}", file=sys.stderr)
+        return 2
+    if ours.dir is not None and os.path.exists(ours.dir) and not os.path.isdir(ours.dir):
+        print(f"error: --dir {ours.dir} is a file; give a folder for last.pt", file=sys.stderr)
+        return 2
+    try:
+        args = parse_args(train.get_args_parser(), rest)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not args.sched.startswith("autowu"):
         args.sched = "autowu-cos"
     resolve_optimizer_defaults(args)
@@ -65,14 +76,21 @@ def main(argv=None) -> int:
     parts = wire_training(args, model, AmpGrad(args.amp, torch.device("cpu")), steps, run_dir=run_dir)  # as train.py
     optimizer, scheduler = parts.optimizer, parts.scheduler
     model.train()
-    model(torch.randn(2, args.in_chans or chans, 64, 64)).logsumexp(-1).mean().backward()
+    size = args.img_size or size  # the config's resolution: a model with a fixed-size head takes no other
+    model(torch.randn(2, args.in_chans or chans, size, size)).logsumexp(-1).mean().backward()
     optimizer.step()  # the optimizer's state (Adam moments) exists from the first step on
     optimizer.zero_grad(set_to_none=True)
     epochs = args.autowu_patience + 2
     t0 = time.perf_counter()
     for t in range(epochs * steps):
         scheduler.step(10.0 - 1e-3 * t)  # falling: no minimum, no switch
-    assert scheduler.phase == "warmup", "the benchmark's loss must not trigger a switch"
+    if scheduler.phase != "warmup":  # the warmup cap (rho_w x epochs) came first: the window never fills
+        print(f"error: the AutoWU warmup of this config (--autowu-rho-w {args.autowu_rho_w} x --epochs {args.epochs}) "
+              f"ends within the {epochs} epochs the rollback window needs (--autowu-patience {args.autowu_patience} "
+              "+ 2): raise --epochs or --autowu-rho-w", file=sys.stderr)
+        if ours.dir is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return 2
     feed_s = time.perf_counter() - t0
     path = os.path.join(run_dir, "last.pt")
     times = []
@@ -94,7 +112,6 @@ def main(argv=None) -> int:
           f"({statistics.stdev(times) if len(times) > 1 else 0.0:.2f}); snapshot tensors held in this process: "
           f"{held / 1e6:.1f} MB; snapshot files in {run_dir}/rollback: {side / 1e6:.1f} MB")
     if ours.dir is None:
-        import shutil
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 

@@ -38,7 +38,8 @@ from train import get_args_parser  # noqa: E402
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False)
+    # allow_abbrev=False: train.py's --device must not be taken for an abbreviation of --device-work
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False, allow_abbrev=False)
     p.add_argument("--pipeline", default="auto", choices=["auto", "batched", "workers", "both"],
                    help="the pipeline to time (both: batched and workers, one after the other)")
     p.add_argument("--windows", type=int, default=5, help="timed windows (the median is reported)")
@@ -168,12 +169,37 @@ def _worker_peak_mb(train) -> float:
     return max(peaks, default=0.0)
 
 
+def check_opts(opts: argparse.Namespace) -> None:
+    """ConfigError naming a benchmark option that cannot give a figure (before anything is built)."""
+    for name, least in (("windows", 1), ("window_batches", 1), ("warmup", 0), ("imagenet_sample", 0)):
+        if getattr(opts, name) < least:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(opts, name)}")
+    if opts.threads is not None and opts.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {opts.threads}")
+    if opts.modes is not None:
+        known = next(a.choices for a in get_args_parser()._actions if "--imagenet-input" in a.option_strings)
+        modes = opts.modes.split(",")
+        unknown = [m for m in modes if m not in known]
+        if unknown or not modes:
+            raise ConfigError(f"--modes {opts.modes}: unknown mode(s) {', '.join(unknown) or '(none given)'}; "
+                              f"use a comma-separated list of {', '.join(known)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts, rest = bench_parser().parse_known_args(argv)
+    try:
+        check_opts(opts)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if opts.imagenet_sample:
-        return imagenet_comparison(opts, rest)
+        try:
+            return imagenet_comparison(opts, rest)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         args = parse_args(get_args_parser(), rest)
     except ConfigError as e:

@@ -589,8 +589,24 @@ def get_parser() -> argparse.ArgumentParser:
 def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     opts = get_parser().parse_args(argv)
     opts.selected = parse_checks(opts.checks)
-    if opts.budget <= 0:
-        raise UsageError(f"--budget must be > 0 seconds, got {opts.budget:g}")
+    if not opts.budget > 0 or not math.isfinite(opts.budget):
+        raise UsageError(f"--budget must be > 0 seconds (a finite number), got {opts.budget:g}")
+    if opts.output and Path(opts.output).is_dir():
+        raise UsageError(f"--output {opts.output} is a directory; give the report's file name (e.g. "
+                         f"{Path(opts.output) / 'gpu_check.md'}; its .json is written beside it)")
+    try:  # check 7's train.py flags: filled in and split now, not when the check comes
+        shlex.split(opts.sweep_extra.format(device=opts.device, data_dir=opts.data_dir))
+    except KeyError as e:
+        raise UsageError(f"--sweep-extra {opts.sweep_extra!r}: {{{e.args[0]}}} is not filled in; the placeholders are "
+                         "{device} and {data_dir}") from None
+    except (ValueError, IndexError) as e:  # a lone brace, an unclosed quote
+        raise UsageError(f"--sweep-extra {opts.sweep_extra!r}: {e}") from None
+    if any(c.name == "sweep" for c in opts.selected):
+        from experiments.tables import TableError, load_table
+        try:
+            load_table(opts.table)
+        except TableError as e:
+            raise UsageError(f"--table {opts.table}: {e}") from None
     if opts.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {opts.jobs}")
     if opts.device == "cpu" and not opts.dry_run:
@@ -773,12 +789,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     path = Path(opts.output) if opts.output else (
         ROOT / "runs" / "gpu_check" / f"gpu_{name}_dry-run.md" if opts.dry_run else ROOT / "results" / f"gpu_{name}.md")
     entries: dict[str, dict] = {}
-    if not opts.fresh and path.with_suffix(".json").exists():  # keep what the checks not run now found earlier
+    earlier = path.with_suffix(".json")
+    if not opts.fresh and earlier.exists():  # keep what the checks not run now found earlier
         try:
-            entries = {k: v for k, v in json.loads(path.with_suffix(".json").read_text()).get("checks", {}).items()
-                       if k in CHECK_NAMES}
-        except ValueError:
-            entries = {}
+            report = json.loads(earlier.read_text())
+            if not isinstance(report, dict):
+                raise ValueError(f"a JSON {type(report).__name__}, not an object")
+            checks = report.get("checks", {})
+            if not isinstance(checks, dict):
+                raise ValueError(f"its checks are a {type(checks).__name__}")
+            entries = {k: v for k, v in checks.items() if k in CHECK_NAMES and isinstance(v, dict)}
+        except (ValueError, OSError) as e:  # not JSON, not UTF-8, not an object, a directory
+            print(f"error: {earlier} is not a report of this script ({str(e)[:100]}): its "
+                  "results cannot be kept; move it away, give another --output, or pass --fresh to replace it",
+                  file=sys.stderr)
+            return 2
     command = "python " + shlex.join([SCRIPT, *(sys.argv[1:] if argv is None else argv)])
     meta = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "dry_run": opts.dry_run, "budget": opts.budget, "environment": env, "wall_s": 0.0}

@@ -14,6 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUTPUT="${OUTPUT:-runs/demo}"
+OUTPUT="${OUTPUT%/}"  # runs/demo/ -> runs/demo: "$OUTPUT.prev" must be beside the run, not inside it
 CONFIG="${CONFIG:-configs/fashion_mnist_demo.yaml}"
 
 bash scripts/setup.sh

@@ -98,15 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, choices=["cifar10", "cifar100", "fashion_mnist", "imagenet"])
     p.add_argument("--data-dir", default="data", help="train.py's --data-dir (default: data)")
     a = p.parse_args(argv)
+    if os.path.exists(a.data_dir) and not os.path.isdir(a.data_dir):
+        print(f"error: --data-dir {a.data_dir} is a file, not a folder; give the folder train.py's --data-dir will "
+              "name", file=sys.stderr)
+        return 2
     if a.dataset != "imagenet":
-        os.makedirs(a.data_dir, exist_ok=True)
+        try:
+            os.makedirs(a.data_dir, exist_ok=True)
+        except OSError as e:
+            print(f"error: --data-dir {a.data_dir} cannot be made: {e.strerror or e}", file=sys.stderr)
+            return 2
     ready = {"fashion_mnist": fashion_mnist, "imagenet": imagenet}.get(a.dataset, lambda d: cifar(a.dataset, d))(
         a.data_dir)
     if not ready:
         return 1
     if a.dataset != "imagenet":  # prove train.py can read it
-        split = fdata.load_fashion_mnist(a.data_dir, "val") if a.dataset == "fashion_mnist" else \
-            fdata.load_cifar(a.dataset, a.data_dir, "val")
+        try:
+            split = fdata.load_fashion_mnist(a.data_dir, "val") if a.dataset == "fashion_mnist" else \
+                fdata.load_cifar(a.dataset, a.data_dir, "val")
+        except (ValueError, OSError) as e:  # a damaged file: the reader names it
+            print(f"error: {a.dataset} is there but cannot be read: {e}", file=sys.stderr)
+            return 2
         say(f"{a.dataset}: read {len(split[1])} validation images of shape {tuple(split[0].shape[1:])}")
     return 0
 

@@ -8,6 +8,7 @@ For many runs of a table (mean over seeds, one panel per batch size) use scripts
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -28,6 +29,7 @@ class RunError(ValueError):
 
 
 SUMMARY_KEYS = ("status", "epochs", "steps", "wall_time_s")  # what the summary's first line reads from results.json
+SWITCH_KEYS = ("step", "epoch", "lr", "t_star")  # the numbers of AutoWU's switch entry the summary and figure use
 
 
 def read_run(run: str) -> tuple[dict, dict[str, list[float]]]:
@@ -50,6 +52,18 @@ def read_run(run: str) -> tuple[dict, dict[str, list[float]]]:
            if not isinstance(results[k], (int, float)) or isinstance(results[k], bool)]
     if bad:
         raise RunError(f"{results_path}: {', '.join(bad)} is not a number (not a results.json of train.py?); {again}")
+    config = results.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise RunError(f"{results_path}: config = {json.dumps(config)[:80]} is not a mapping of the run's settings "
+                       f"(not a results.json of train.py?); {again}")
+    switch = results.get("switch")
+    if switch:
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        bad = ([k for k in SWITCH_KEYS if not number(switch.get(k))] + ([] if isinstance(switch.get("reason"), str)
+               else ["reason"])) if isinstance(switch, dict) else ["the whole entry"]
+        if bad:
+            raise RunError(f"{results_path}: the switch entry lacks a valid {', '.join(bad)} "
+                           f"({json.dumps(switch)[:120]}); {again}")
     try:
         steps = read_steps(steps_path, ("step", "lr", "loss"))
     except (ValueError, TypeError, KeyError) as e:  # a cut last row, a missing column, text where a number goes
@@ -112,20 +126,42 @@ def plot(results: dict, steps: dict[str, list[float]], out: str) -> None:
     plt.close(fig)
 
 
+def check_png(png: str, given: bool) -> None:
+    """RunError when the figure cannot be written at ``png``: a directory, a folder that does not exist, a format
+    matplotlib does not write (named after the file's extension)."""
+    what = "--png " if given else ""
+    if os.path.isdir(png):
+        raise RunError(f"{what}{png} is a directory; give the image file to write (e.g. "
+                       f"{os.path.join(png, 'lr_loss.png')})")
+    folder = os.path.dirname(os.path.abspath(png))
+    if not os.path.isdir(folder):
+        raise RunError(f"{what}{png}: the folder {folder} does not exist")
+    ext = os.path.splitext(png)[1].lstrip(".").lower()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if ext and ext not in formats:
+        raise RunError(f"{what}{png}: matplotlib cannot write .{ext} images; use one of .{', .'.join(sorted(formats))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", help="a train.py --output directory")
     p.add_argument("--png", default=None, help="default: RUN/lr_loss.png")
     args = p.parse_args(argv)
+    png = args.png or os.path.join(args.run, "lr_loss.png")
     try:
         results, steps = read_run(args.run)
+        check_png(png, given=args.png is not None)
     except (FileNotFoundError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for line in summary_lines(results):
         print(line)
-    png = args.png or os.path.join(args.run, "lr_loss.png")
-    plot(results, steps, png)
+    try:
+        plot(results, steps, png)
+    except OSError as e:
+        print(f"error: cannot write {png}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"LR and loss curves: {png}")
     print(f"TensorBoard logs:   {os.path.join(args.run, 'tb')}   (tensorboard --logdir {args.run})")
     return 0

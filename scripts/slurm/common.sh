@@ -29,20 +29,43 @@ set -euo pipefail
 AUTOWU_ROOT=${AUTOWU_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$AUTOWU_ROOT"
 
+# autowu_die MESSAGE: a bad setting, before anything starts: one line, exit 2.
+autowu_die() { echo "error: [autowu] $*" >&2; exit 2; }
+
+# autowu_check_number NAME VALUE MIN [MAX]: VALUE must be a whole number in [MIN, MAX].
+autowu_check_number() {
+    local name=$1 value=$2 min=$3 max=${4:-}
+    if [[ ! $value =~ ^[0-9]{1,9}$ ]] || (( 10#$value < min )) || { [[ -n $max ]] && (( 10#$value > max )); }; then
+        autowu_die "$name=$value: give a whole number >= $min${max:+ and <= $max}"
+    fi
+}
+
 autowu_load_settings() {
     local file=${AUTOWU_CLUSTER_ENV:-scripts/slurm/cluster.env}
     if [[ -f $file ]]; then
+        local syntax
+        if ! syntax=$(bash -n "$file" 2>&1); then  # sourcing it would fail half-way with bash's own lines
+            autowu_die "${syntax%%$'\n'*}: the cluster file is not bash KEY=VALUE lines; quote values as bash" \
+                "would, e.g. KEY=\"a b\""
+        fi
         local from_env
         from_env=$(export -p | grep -E '^declare -x AUTOWU_' | sed 's/^declare -x /declare -gx /' || true)
         set -a; source "$file"; set +a
         eval "$from_env"  # the environment wins over the file
     elif [[ -n ${AUTOWU_CLUSTER_ENV:-} ]]; then
-        echo "[autowu] AUTOWU_CLUSTER_ENV=$AUTOWU_CLUSTER_ENV does not exist" >&2
-        exit 2
+        autowu_die "AUTOWU_CLUSTER_ENV=$AUTOWU_CLUSTER_ENV does not exist (or is not a file); point it at your copy" \
+            "of scripts/slurm/cluster.env.example or unset it"
     fi
     GPUS_PER_NODE=${AUTOWU_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
     PYTHON=${AUTOWU_PYTHON:-python}
     MASTER_PORT=${AUTOWU_MASTER_PORT:-29500}
+    autowu_check_number "${AUTOWU_GPUS_PER_NODE:+AUTOWU_GPUS_PER_NODE}${AUTOWU_GPUS_PER_NODE:-SLURM_GPUS_ON_NODE}" \
+        "$GPUS_PER_NODE" 1
+    autowu_check_number AUTOWU_MASTER_PORT "$MASTER_PORT" 1 65535
+    if [[ -n ${AUTOWU_SHUTDOWN_TIMEOUT:-} ]]; then
+        autowu_check_number AUTOWU_SHUTDOWN_TIMEOUT "$AUTOWU_SHUTDOWN_TIMEOUT" 0
+    fi
+    if [[ -n ${AUTOWU_CPUS_PER_TASK:-} ]]; then autowu_check_number AUTOWU_CPUS_PER_TASK "$AUTOWU_CPUS_PER_TASK" 1; fi
     export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${AUTOWU_SHUTDOWN_TIMEOUT:-${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}}
     if [[ -n ${AUTOWU_CPUS_PER_TASK:-} && -n ${SLURM_CPUS_PER_TASK:-} &&
           $AUTOWU_CPUS_PER_TASK != "$SLURM_CPUS_PER_TASK" ]]; then
@@ -64,8 +87,7 @@ autowu_train_args() {
         prev=$a
     done
     if [[ -z $RUN_OUTPUT ]]; then
-        echo "[autowu] give the run directory: --output DIR (needed to resume after a requeue)" >&2
-        exit 2
+        autowu_die "give the run directory: --output DIR (needed to resume after a requeue)"
     fi
 }
 

@@ -28,7 +28,7 @@ CONF=$DIR/slurm.conf
 PACKAGES=(slurm-wlm munge)
 NEEDED=(slurmctld slurmd sbatch scontrol sinfo munged)
 
-die() { echo "local_cluster.sh: $*" >&2; exit 2; }
+die() { echo "error: local_cluster.sh: $*" >&2; exit 2; }
 log() { echo "[local_cluster] $*"; }
 
 usage() { die "unknown command '${*}': use up, down [--keep-packages], status or env (see the top of this script)"; }
