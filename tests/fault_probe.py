@@ -8,7 +8,8 @@ outcome (a refusal naming the problem, or a behaviour) and the probe classifies 
     unclear error an error, but not one line naming the problem (another exit code, a message that names nothing)
     traceback     a raw traceback or an exception from deep inside where a line is due
     silent        the run or call went on as if nothing were wrong
-    loss          a file the user had was changed or removed by a refused or failed command
+    loss          a file the user had was changed or removed by a refused or failed command (a path that did not
+                  exist before and was written by a refusal counts as an unclear error, by a run as silent)
     security      code from a file ran
     hang          no answer within the case's time limit
 
@@ -199,11 +200,13 @@ def expect_refusal(probe: Probe, proc: Proc, names: str | Iterable[str], *, unch
     names = [names] if isinstance(names, str) else list(names)
     if probe.marker.exists():
         return Outcome("security", "the payload ran")
+    made = []  # paths that did not exist before and were written: nothing of the user's lost, but not "nothing written"
     if before is not None:
         after = {str(p): tree(p) for p in unchanged}
-        changed = [p for p in after if after[p] != before.get(p)]
+        changed = [p for p in after if after[p] != before.get(p) and before.get(p)]
         if changed:
             return Outcome("loss", f"changed: {changed}")
+        made = [p for p in after if after[p] and not before.get(p)]
     if _raw(proc):
         return Outcome("traceback", _last_line(proc))
     if proc.code is None:
@@ -213,6 +216,8 @@ def expect_refusal(probe: Probe, proc: Proc, names: str | Iterable[str], *, unch
     lines = proc.error_lines
     text = " ".join(lines).lower()
     if proc.code == code and len(lines) == 1 and all(n.lower() in text for n in names):
+        if made:
+            return Outcome("unclear error", f"refused, but wrote {made}: {lines[0]}")
         return Outcome("clear error", lines[0])
     return Outcome("unclear error", f"exit {proc.code}, {len(lines)} error line(s): {' | '.join(lines)[:300] or _last_line(proc)}")
 
