@@ -207,3 +207,22 @@ def test_dry_run_prints_one_line_per_check(dry_run):
     printed = dry_run[3]
     for c in gpu_check.CHECKS:  # as each check ends, and again at the end
         assert len(re.findall(rf"^\[gpu-check\] {c.number} {c.name}\s+RAN\s+\S.* \(\d+ s\)$", printed, re.M)) == 2
+
+
+def test_check_7_runs_several_tables_in_order(tmp_path):
+    """--table A,B: each table's missing cells in turn (a dry run: one cell of each, two steps); the report keeps
+    each table's figures."""
+    out = tmp_path / "report.md"
+    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "fashion_mnist,autolr_fashion_mnist",
+                         "--output", str(out)])
+    assert rc == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    figures = report["checks"]["sweep"]["figures"]
+    assert list(figures) == ["fashion_mnist", "autolr_fashion_mnist"]
+    assert all(len(f["finished_here"]) == 1 and f["failed"] == [] for f in figures.values())
+
+
+def test_check_7_refuses_an_unknown_table_in_the_list(tmp_path, capsys):
+    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "fashion_mnist,no_such_table",
+                         "--output", str(tmp_path / "r.md")])
+    assert rc == 2 and "--table no_such_table" in capsys.readouterr().err
