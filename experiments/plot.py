@@ -6,6 +6,7 @@ validation top-1 in a third row), one column per batch size, one line per schedu
     python scripts/plot.py table1 --block cifar10_resnet18 --rows baseline autowu-cos autowu-const-cos
     python scripts/plot.py paper_regime --runs-dir results/runs --val   # from the committed records
     python scripts/plot.py paper_regime_grid --runs-dir results/runs   # Figure 5: the grid, AutoWU marked on it
+    python scripts/plot.py auto_lr --runs-dir results/runs   # every method's effective LR, paper_regime's beside
 
 With batch sizes as columns, a second figure ``<name>_decay_lr.png`` puts the LR each schedule decays from against
 the batch size, with the square-root rule through the smallest batch (the message of the paper's Figure 2).
@@ -418,6 +419,16 @@ def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out
     return True
 
 
+def runs_beside(other: Table, block: Block, runs_dir: str, rows: list[str]) -> tuple[list[str], list[Run]]:
+    """``other``'s figure rows (not already in ``rows``) and their runs in ``block``'s columns (matched by column
+    key, e.g. the batch size), to be drawn with the block's own: the comparison figure of two tables."""
+    keys = {c.key for c in block.columns}
+    new_rows = [r for b in other.blocks for r in b.figure_rows if r not in rows]
+    new_rows = list(dict.fromkeys(new_rows))
+    runs = [r for r in expand(other, runs_dir) if r.row in new_rows and r.column in keys]
+    return new_rows, runs
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("table", help="table name (configs/tables/NAME.yaml) or path")
@@ -430,6 +441,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="grid tables (columns set lr, rows warmup-epochs): mark the AutoWU runs of TABLE at the grid's "
                         "batch size at their (η_t*, switch epoch), as the paper's Figure 5 does (default: the "
                         "table's figure: {mark: TABLE})")
+    p.add_argument("--beside", metavar="TABLE",
+                   help="draw TABLE's figure rows (runs of the same columns, e.g. AutoWU and the baseline of "
+                        "paper_regime) beside the table's own (default: the table's figure: {beside: TABLE})")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -449,6 +463,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: rows {unknown} are not in {table.name} {block.name}: {list(block.rows)}", file=sys.stderr)
             return 2
         runs = expand(table, args.runs_dir, blocks=[block.name])
+        beside = args.beside or block.figure_beside
+        if beside:
+            try:
+                extra_rows, extra_runs = runs_beside(load_table(beside), block, args.runs_dir, rows)
+            except TableError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            rows, runs = rows + extra_rows, runs + extra_runs
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         out = os.path.join(args.out_dir, name)
         marks: list[tuple[str, Run]] = []
