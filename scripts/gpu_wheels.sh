@@ -65,7 +65,7 @@ EOF
 )
 if [ -z "$src" ]; then
     echo "error: Fashion-MNIST not found (data/ or /usr/share/datasets/fashion-mnist); get it with" \
-         "\`python scripts/prepare_data.py --dataset fashion_mnist\` (check 6 needs it)" >&2
+         "\`python scripts/prepare_data.py --dataset fashion_mnist\` (check 7 needs it)" >&2
     exit 1
 fi
 mkdir -p data/fashion-mnist
