@@ -29,6 +29,7 @@ import importlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,12 @@ class _Timeout(Exception):
     pass
 
 
+def portable(text: str) -> str:
+    """A detail line without this machine's directories: the case's temporary directory and the checkout."""
+    text = re.sub(r"/tmp/probe-[^/\s'\"\],]*", "<tmp>", text)
+    return text.replace(str(ROOT), "<repo>")
+
+
 def run_case(c: Case) -> Outcome:
     """One case in a fresh temporary directory and working directory, with a time limit (SIGALRM)."""
     cwd = os.getcwd()
@@ -314,7 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if a.k not in c.name:
             continue
         o = run_case(c)
-        results[c.name] = {"area": c.area, "what": c.what, "outcome": o.outcome, "detail": o.detail}
+        results[c.name] = {"area": c.area, "what": c.what, "outcome": o.outcome, "detail": portable(o.detail)}
         if a.v or o.outcome not in GOOD:
             print(f"{o.outcome:>13}  {c.name}: {c.what}\n{'':>15}{o.detail}", flush=True)
     totals = Counter(r["outcome"] for r in results.values())
