@@ -227,6 +227,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                 out.append(text)
             lines.append("| " + " | ".join(out) + " |")
         lines.append("")
+        lines += screen_lines(table, block, cells, results)
         starts, overs = [], []
         for row in block.rows:
             out, over = [row], [row]
@@ -290,6 +291,62 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         lines += [table.caption, ""]
     lines += figure_links(table)
     return "\n".join(lines)
+
+
+def screen_lines(table: Table, block: Block, cells: dict[tuple[str, str], list[Run]],
+                 results: dict[str, Optional[dict]]) -> list[str]:
+    """The table's ``screen`` pass rule for one block, computed from its finished runs: (a) the large-batch gap
+    mean(small) - mean(large) >= at-least; (b) the best of ``cells`` beats ``than`` by more than std-factor x the
+    larger sample std of the two. A part is decided only when its cells have all the block's seeds (the early-drop
+    rule excepted: with one seed each and no cell above ``than``, (b) fails at n=1); until then it says pending."""
+    spec = table.screen
+    if not spec:
+        return []
+    row, n_all = spec["row"], len(block.seeds)
+
+    def vals(col: str) -> list[float]:
+        got = [results[r.output].get(table.metric) for r in cells[(row, col)] if results[r.output] is not None]
+        return [float(v) for v in got if is_number(v)]
+
+    def cell(col: str) -> str:
+        v = vals(col)
+        return f"`{col}` {fmt_mean_std(v)}" + (f" (n={len(v)}/{n_all})" if len(v) < n_all else "")
+
+    gap, better = spec["gap"], spec["better"]
+    small, large = vals(gap["small"]), vals(gap["large"])
+    if small and large:
+        d = statistics.mean(small) - statistics.mean(large)
+        full = len(small) == len(large) == n_all
+        ok_a = (d >= gap["at-least"]) if full else None
+        a = (f"{cell(gap['small'])} − {cell(gap['large'])} = {d:+.2f} (needs ≥ {gap['at-least']:g}): "
+             + ("**pass**" if ok_a else "**fail**" if full else "pending"))
+    else:
+        ok_a, a = None, f"pending (no finished run in `{gap['small'] if not small else gap['large']}` yet)"
+    base = vals(better["than"])
+    tried = {c: vals(c) for c in better["cells"] if vals(c)}
+    ok_b: Optional[bool] = None
+    if base and tried:
+        best = max(tried, key=lambda c: statistics.mean(tried[c]))
+        d = statistics.mean(tried[best]) - statistics.mean(base)
+        b = f"best {cell(best)} − {cell(better['than'])} = {d:+.2f}"
+        if len(base) == len(tried[best]) == n_all and n_all > 1 and len(tried) == len(better["cells"]) and \
+                all(len(v) == n_all for v in tried.values()):
+            need = better["std-factor"] * max(statistics.stdev(tried[best]), statistics.stdev(base))
+            ok_b = d > need
+            b += f" (needs > {better['std-factor']:g} × the larger seed std = {need:.2f}): " + \
+                 ("**pass**" if ok_b else "**fail**")
+        elif len(base) == 1 and len(tried) == len(better["cells"]) and all(len(v) == 1 for v in tried.values()) \
+                and d <= 0:
+            ok_b = False
+            b += f": **fail** at n=1 (no cell above `{better['than']}`: the early-drop rule)"
+        else:
+            b += ": pending (seeds missing)"
+    else:
+        b = "pending (no finished run yet)"
+    verdict = ("**PASS**" if ok_a and ok_b else "**FAIL**" if ok_a is False or ok_b is False else "pending")
+    return [f"Pass rule (computed by collect.py from the runs above, `{row}` row): {verdict}", "",
+            f"- (a) large-batch gap: {a}",
+            f"- (b) a longer warmup helps: {b}", ""]
 
 
 def paper_beside(table: Table, block: Any, means: dict[tuple[str, str], float]) -> list[str]:

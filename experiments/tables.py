@@ -20,6 +20,8 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
                                              # rows warmup-epochs) takes {mark: TABLE}: TABLE's AutoWU runs are
                                              # marked on its figure (plot.py --mark's default)
     paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
+    screen: {row: baseline, gap: {small: "256", large: 16K, at-least: 1.5},   # a screen's pass rule, computed per
+             better: {than: 16K, cells: [16K-wu33], std-factor: 2}}          # block by collect.py (proxy_screen)
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
 Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
@@ -41,7 +43,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
-TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside", "screen"}
 RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (experiments/records.py)
 NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
 METRICS = ("final_top1", "final_top5", "best_top1", "best_top5")  # the numbers of results.json a table may report
@@ -119,6 +121,7 @@ class Table:
     metric: str
     blocks: list[Block]
     paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
+    screen: Optional[dict] = None         # {row, gap: {small, large, at-least}, better: {than, cells, std-factor}}
 
 
 @dataclass
@@ -328,13 +331,42 @@ def load_table(name_or_path: str) -> Table:
         unknown = set(beside) - {"csv", "block", "label", "baseline"}
         if unknown:
             raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
+    screen = _screen(spec.get("screen"), blocks, path) if spec.get("screen") is not None else None
     metric = str(spec.get("metric", "final_top1"))
     if metric not in METRICS:
         raise TableError(f"{path}: metric {metric!r} is not a number results.json records; use one of "
                          f"{', '.join(METRICS)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
-                 paper=paper, metric=metric, blocks=blocks, paper_beside=beside)
+                 paper=paper, metric=metric, blocks=blocks, paper_beside=beside, screen=screen)
+
+
+def _screen(value: Any, blocks: list[Block], path: str) -> dict:
+    """The ``screen`` key: a pass rule on the table's cells (experiments/collect.py: screen_lines), checked here
+    against every block's rows and columns so that a typo fails before any run, not when the page is built."""
+    shape = ("screen must be {row: ROW, gap: {small: COLUMN, large: COLUMN, at-least: POINTS}, better: {than: COLUMN, "
+             "cells: [COLUMN, ...], std-factor: FACTOR}}")
+    if not isinstance(value, dict) or set(value) != {"row", "gap", "better"}:
+        raise TableError(f"{path}: {shape}, got {value!r}")
+    gap, better = value["gap"], value["better"]
+    if not (isinstance(gap, dict) and set(gap) == {"small", "large", "at-least"} and isinstance(better, dict)
+            and set(better) == {"than", "cells", "std-factor"} and isinstance(better["cells"], list) and better["cells"]
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                    for v in (gap["at-least"], better["std-factor"]))):
+        raise TableError(f"{path}: {shape}, got {value!r}")
+    row = str(value["row"])
+    columns = [str(c) for c in (gap["small"], gap["large"], better["than"], *better["cells"])]
+    for b in blocks:
+        keys = [c.key for c in b.columns]
+        wrong = [c for c in columns if c not in keys]
+        if row not in b.rows or wrong:
+            what = f"row {row!r}" if row not in b.rows else f"column(s) {', '.join(map(repr, wrong))}"
+            raise TableError(f"{path}: screen names {what}, which block {b.name or '(the table)'!r} does not have; "
+                             f"its rows: {', '.join(b.rows)}; its columns: {', '.join(keys)}")
+    return {"row": row, "gap": {"small": str(gap["small"]), "large": str(gap["large"]),
+                                "at-least": float(gap["at-least"])},
+            "better": {"than": str(better["than"]), "cells": [str(c) for c in better["cells"]],
+                       "std-factor": float(better["std-factor"])}}
 
 
 def expand(table: Table, runs_dir: str = "runs", blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None,

@@ -193,3 +193,79 @@ def test_plot_beside_draws_another_tables_rows_in_the_same_columns(table, tmp_pa
     bad.write_text(other.read_text().replace(f"beside: {table.path}", "beside: no_such_table"))
     with pytest.raises(sweep.TableError, match="figure beside 'no_such_table'"):
         sweep.load_table(str(bad))
+
+
+def screen_table(tmp_path, screen: str = "") -> "sweep.Table":
+    path = tmp_path / "scr.yaml"
+    path.write_text(textwrap.dedent("""
+        title: A screen
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns:
+          "256": {batch-size: 256}
+          16K: {batch-size: 16384}
+          16K-wu33: {batch-size: 16384, warmup-epochs: 33}
+          16K-wu67: {batch-size: 16384, warmup-epochs: 67}
+        rows:
+          baseline: {sched: baseline}
+        """) + (screen or textwrap.dedent("""
+        screen:
+          row: baseline
+          gap: {small: "256", large: 16K, at-least: 1.5}
+          better: {than: 16K, cells: [16K-wu33, 16K-wu67], std-factor: 2}
+        """)))
+    return sweep.load_table(str(path))
+
+
+def screen_runs(tmp_path, cells: dict[str, list[float]]) -> str:
+    for col, vals in cells.items():
+        for seed, v in enumerate(vals):
+            fake_run(tmp_path / "runs" / "scr" / f"baseline_{col}_s{seed}", v)
+    return collect.collect(screen_table(tmp_path), str(tmp_path / "runs"))
+
+
+def rule_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("Pass rule"))
+    return [lines[i], lines[i + 2], lines[i + 3]]
+
+
+def test_screen_rule_passes_when_both_parts_hold(tmp_path):
+    head, a, b = rule_lines(screen_runs(tmp_path, {"256": [92.0, 92.2], "16K": [90.0, 90.2],
+                                                   "16K-wu33": [91.0, 91.2], "16K-wu67": [90.5, 90.3]}))
+    assert head.endswith("**PASS**")
+    assert a == "- (a) large-batch gap: `256` 92.10 (0.14) − `16K` 90.10 (0.14) = +2.00 (needs ≥ 1.5): **pass**"
+    # best cell by mean; threshold 2 x max(std(best), std(16K)) = 2 x 0.141
+    assert b == ("- (b) a longer warmup helps: best `16K-wu33` 91.10 (0.14) − `16K` 90.10 (0.14) = +1.00 "
+                 "(needs > 2 × the larger seed std = 0.28): **pass**")
+
+
+def test_screen_rule_fails_on_the_gap_or_on_seed_noise(tmp_path):
+    head, a, b = rule_lines(screen_runs(tmp_path, {"256": [91.0, 91.2], "16K": [90.0, 90.6],
+                                                   "16K-wu33": [90.8, 90.4], "16K-wu67": [90.0, 90.0]}))
+    assert head.endswith("**FAIL**")
+    assert a.endswith("= +0.80 (needs ≥ 1.5): **fail**")
+    # +0.30 does not beat 2 x std(16K) = 2 x 0.424
+    assert b.endswith("= +0.30 (needs > 2 × the larger seed std = 0.85): **fail**")
+
+
+def test_screen_rule_is_pending_until_every_seed_is_in_and_drops_early_at_n1(tmp_path):
+    head, a, b = rule_lines(screen_runs(tmp_path, {"16K": [90.0], "16K-wu33": [90.5], "16K-wu67": [89.0]}))
+    assert head.endswith("pending") and a.endswith("pending (no finished run in `256` yet)")
+    assert b.endswith("= +0.50: pending (seeds missing)")
+    (tmp_path / "runs").rename(tmp_path / "old")
+    head, a, b = rule_lines(screen_runs(tmp_path, {"16K": [90.0], "16K-wu33": [89.9], "16K-wu67": [89.0]}))
+    assert head.endswith("**FAIL**") and "**fail** at n=1 (no cell above `16K`: the early-drop rule)" in b
+
+
+def test_screen_rule_naming_a_column_the_table_lacks_fails_at_load(tmp_path):
+    bad = textwrap.dedent("""
+        screen:
+          row: baseline
+          gap: {small: "256", large: 16K, at-least: 1.5}
+          better: {than: 16K, cells: [16K-wu34], std-factor: 2}
+        """)
+    with pytest.raises(sweep.TableError, match=r"screen names column\(s\) '16K-wu34'.*its columns: 256, 16K"):
+        screen_table(tmp_path, bad)
+    with pytest.raises(sweep.TableError, match="screen must be"):
+        screen_table(tmp_path, "screen: {row: baseline}\n")
