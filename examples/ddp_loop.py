@@ -29,21 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from autowu import AutoWU  # noqa: E402
-from plain_loop import build_model, make_data, param_groups  # noqa: E402  (examples/ is the script's directory)
+from plain_loop import build_model, make_data, param_groups  # noqa: E402
+from plain_loop import get_args_parser as plain_get_args_parser  # noqa: E402  (examples/ is the script's directory)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--steps-per-epoch", type=int, default=12, help="optimizer steps per epoch")
-    p.add_argument("--batch-size", type=int, default=64, help="GLOBAL batch: examples per optimizer step")
-    p.add_argument("--accum", type=int, default=1, help="micro-batches per rank per optimizer step")
-    p.add_argument("--rho-w", type=float, default=0.6,
-                   help="AutoWU's longest warmup, as a fraction of the run (0.6: the loss minimum of this toy "
-                        "problem comes late)")
+    p = plain_get_args_parser(__doc__.split("\n")[0], ranks=True)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="rank r writes its per-step LR/loss and switch to JSON.rankR")
     return p
 
 

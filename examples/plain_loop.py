@@ -28,17 +28,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from autowu import AutoWU  # noqa: E402
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_args_parser(description: str = __doc__.split("\n")[0], ranks: bool = False) -> argparse.ArgumentParser:
+    """This example's flags; ``ranks``: as examples/ddp_loop.py reads them (global batch, micro-batches per rank)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--steps-per-epoch", type=int, default=12, help="optimizer steps per epoch")
-    p.add_argument("--batch-size", type=int, default=64, help="examples per optimizer step (all micro-batches)")
-    p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="GLOBAL batch: examples per optimizer step" if ranks else
+                   "examples per optimizer step (all micro-batches)")
+    p.add_argument("--accum", type=int, default=1,
+                   help=f"micro-batches{' per rank' if ranks else ''} per optimizer step")
     p.add_argument("--rho-w", type=float, default=0.6,
                    help="AutoWU's longest warmup, as a fraction of the run (0.6: the loss minimum of this toy "
                         "problem comes late)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the per-step LR/loss and the switch here")
+    p.add_argument("--json", default=None, help="rank r writes its per-step LR/loss and switch to JSON.rankR"
+                   if ranks else "write the per-step LR/loss and the switch here")
     return p
 
 
