@@ -119,7 +119,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action=flag, default=False, help="torch.compile the model")
     g = p.add_argument_group("optimizer (unset values: the paper's for --opt, Appendix A)")
     g.add_argument("--opt", default="adamp", choices=list(OPT_DEFAULTS),
-                   help="AdamP (the paper's), LAMB (Appendix B), SGD (for comparison)")
+                   help="AdamP (the paper's), LAMB (Appendix B), SGD (for comparison); schedulefree_adamw, prodigy, "
+                   "dadapt_adam: the learning-rate-free packages, as their authors use them (results/auto_lr.md)")
     g.add_argument("--weight-decay", type=float, default=None, help="(paper App. A: 0.1 for AdamP and LAMB; SGD 5e-4)")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     g.add_argument("--opt-betas", type=float, nargs=2, default=None, help="(paper App. A: 0.9 0.999)")
@@ -130,7 +131,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("schedule")
     g.add_argument("--sched", default="autowu-cos", choices=list(autowu.REGISTRY),
                    help="baseline: linear warmup + cosine (paper Sec. 3); autowu-*: AutoWU with cosine or "
-                   "constant-then-cosine decay (Sec. 2); autolr: AutoLR (Kim et al. 2021b)")
+                   "constant-then-cosine decay (Sec. 2); autolr: AutoLR (Kim et al. 2021b); const-cosine: constant, then "
+                   "cosine; constant: warmup, then constant (Schedule-Free); range-test-cos: torch-lr-finder's "
+                   "suggestion, then the baseline")
     g.add_argument("--epochs", type=int, default=10, help="epochs of training (the schedule's budget T)")
     g.add_argument("--lr", type=float, default=None, help="peak LR of baseline/const-cosine, initial LR otherwise "
                    "(default: --lr-base scaled to the batch size)")
