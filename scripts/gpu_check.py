@@ -441,20 +441,29 @@ def check_sweep(ctx: Ctx) -> dict:
             "commands": [c for _, r in done for c in r.get("commands", [])]}
 
 
-def _sweep_table(ctx: Ctx, table: str) -> dict:
+def table_and_block(item: str) -> tuple[str, Optional[str]]:
+    """``--table``'s items: ``TABLE`` or ``TABLE:BLOCK`` (only that block's runs, e.g. the proxy the screen chose)."""
+    table, _, block = item.partition(":")
+    return table, block or None
+
+
+def _sweep_table(ctx: Ctx, item: str) -> dict:
     opts = ctx.opts
     from experiments import sweep
+    table, block = table_and_block(item)
     try:
         spec = sweep.load_table(table)
+        sweep.check_filters(spec, blocks=[block] if block else None)
     except sweep.TableError as e:
-        return {"skipped": f"no usable table {table!r} ({e}); pass --table NAME"}
+        return {"skipped": f"no usable table {item!r} ({e}); pass --table NAME or NAME:BLOCK"}
     runs_dir = str(ctx.tmp / "runs") if ctx.dry else opts.runs_dir
     extra = (["--smoke", "2", "--device", "cpu"] if ctx.dry  # a dry run: two steps on synthetic data, scratch folder
              else shlex.split(opts.sweep_extra.format(data_dir=opts.data_dir, device=ctx.dev)))
-    pending = [r for r in sweep.expand(spec, runs_dir) if not r.done]
+    only = ["--block", block] if block else []
+    pending = [r for r in sweep.expand(spec, runs_dir, blocks=[block] if block else None) if not r.done]
     if ctx.dry:
         pending = pending[:1]
-    total, before = _sweep_counts(table, ["--runs-dir", runs_dir], extra)
+    total, before = _sweep_counts(table, ["--runs-dir", runs_dir, *only], extra)
     if not pending:
         return {"summary": f"{table}: all {total} runs already done", "figures": {"runs": total, "pending": 0},
                 "criteria": {}, "commands": []}
@@ -506,7 +515,7 @@ def _sweep_table(ctx: Ctx, table: str) -> dict:
                 print(f"[sweep] {r.name}: {'finished' if ok else f'failed (exit {proc.returncode})'}", flush=True)
                 (finished if ok else failed).append(r.name)
         time.sleep(0.2 if ctx.dry else 2.0)
-    _, after = _sweep_counts(table, ["--runs-dir", runs_dir], extra)
+    _, after = _sweep_counts(table, ["--runs-dir", runs_dir, *only], extra)
     table_dir = Path(runs_dir if os.path.isabs(runs_dir) else ROOT / runs_dir) / spec.name
     home = ctx.tmp if ctx.dry else ROOT / "runs" / "gpu_check"
     pack = home / f"{spec.name}_runs.tar.gz"
@@ -533,7 +542,7 @@ def _sweep_table(ctx: Ctx, table: str) -> dict:
                + (f", records for results/runs/ in {_rel(records)}" if records else ""))
     criteria = {"no run failed": not failed}
     return {"summary": summary, "figures": figures, "criteria": criteria,
-            "commands": [f"python scripts/sweep.py {shlex.join([table, '--local', '--runs-dir', runs_dir, '--'])} "
+            "commands": [f"python scripts/sweep.py {shlex.join([table, '--local', *only, '--runs-dir', runs_dir, '--'])} "
                          f"{shlex.join(extra)}  (here: one sweep.py per run, {opts.jobs} at once)"]}
 
 
@@ -593,8 +602,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="drop the earlier results of checks not run now (default: the report keeps them)")
     p.add_argument("--data-dir", default="data", help="train.py --data-dir for check 7 (Fashion-MNIST)")
     p.add_argument("--table", default="proxy_screen,autolr_table14",
-                   help="check 7: the tables whose missing cells to run, in order, comma-separated (default: the "
-                   "convolutional proxy's screen, then AutoLR's Table 14 at the paper's budget; issue 26)")
+                   help="check 7: the tables whose missing cells to run, in order, comma-separated, each TABLE or "
+                   "TABLE:BLOCK (default: the convolutional proxy's screen, then AutoLR's Table 14 at the paper's "
+                   "budget; issue 26. Once the screen has chosen, e.g. proxy_regime:resnet_s2,"
+                   "proxy_regime_grid:resnet_s2,auto_lr_proxy:resnet_s2)")
     p.add_argument("--runs-dir", default="runs", help="check 7: sweep.py --runs-dir")
     p.add_argument("--jobs", type=int, default=8, help="check 7: runs at once on the GPU")
     p.add_argument("--sweep-extra", default="--device {device} --gpu-data --data-dir {data_dir}",
@@ -620,12 +631,13 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     except (ValueError, IndexError) as e:  # a lone brace, an unclosed quote
         raise UsageError(f"--sweep-extra {opts.sweep_extra!r}: {e}") from None
     if any(c.name == "sweep" for c in opts.selected):
-        from experiments.tables import TableError, load_table
-        for table in [t for t in opts.table.split(",") if t] or [""]:
+        from experiments.tables import TableError, check_filters, load_table
+        for item in [t for t in opts.table.split(",") if t] or [""]:
+            table, block = table_and_block(item)
             try:
-                load_table(table)
+                check_filters(load_table(table), blocks=[block] if block else None)
             except TableError as e:
-                raise UsageError(f"--table {table}: {e}") from None
+                raise UsageError(f"--table {item}: {e}") from None
     if opts.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {opts.jobs}")
     if opts.device == "cpu" and not opts.dry_run:

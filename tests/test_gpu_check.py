@@ -226,3 +226,21 @@ def test_check_7_refuses_an_unknown_table_in_the_list(tmp_path, capsys):
     rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "fashion_mnist,no_such_table",
                          "--output", str(tmp_path / "r.md")])
     assert rc == 2 and "--table no_such_table" in capsys.readouterr().err
+
+
+def test_check_7_runs_only_the_named_block(tmp_path):
+    """--table TABLE:BLOCK: the chosen proxy's block alone (a dry run: its first missing cell, two steps)."""
+    out = tmp_path / "report.md"
+    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "proxy_screen:resnet_s2",
+                         "--output", str(out)])
+    assert rc == 0
+    figures = json.loads(out.with_suffix(".json").read_text())["checks"]["sweep"]["figures"]
+    assert figures["table"] == "proxy_screen" and figures["runs"] == 12  # one block: 6 columns x 2 seeds, not 24
+    assert [n.split("/")[1] for n in figures["finished_here"]] == ["resnet_s2"]
+
+
+def test_check_7_refuses_an_unknown_block(tmp_path, capsys):
+    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "proxy_screen:resnet_s3",
+                         "--output", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--table proxy_screen:resnet_s3: --block resnet_s3: not in proxy_screen" in err
