@@ -173,6 +173,11 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                      "Δ = ours − paper. **Bold**: best of our rows in the column.")
     else:
         lines.append("Each cell: mean (std) over seeds. **Bold**: best row in the column.")
+    compared, compared_results, notes = compare_rows(table, runs_dir)
+    results.update(compared_results)
+    if compared:
+        lines.append("Rows marked (TABLE) are that table's runs, reused here; the oracle row is the best cell of the "
+                     "grid it names." + (" " + " ".join(notes) if notes else ""))
     lines.append("")
     for block in table.blocks:
         block_runs = [r for r in runs if r.block == block.name]
@@ -185,12 +190,17 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         cells: dict[tuple[str, str], list[Run]] = defaultdict(list)
         for r in block_runs:
             cells[(r.row, r.column)].append(r)
+        row_names = list(block.rows)
+        for label, by_column in compared.get(block.name, []):
+            row_names.append(label)
+            for col, rs in by_column.items():
+                cells[(label, col)] = rs
         for (row, col), rs in cells.items():
             vals = [results[r.output].get(table.metric) for r in rs if results[r.output] is not None]
             vals = [float(v) for v in vals if is_number(v)]
             if vals:
                 means[(row, col)] = statistics.mean(vals)
-        for row in block.rows:
+        for row in row_names:
             out = [row]
             for c in cols:
                 rs = cells[(row, c.key)]
@@ -206,7 +216,9 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                         print(f"[collect] warning: {r.results_path}: {table.metric} = {repr(x.get(table.metric))[:40]}"
                               " is not a number; counted as a failed run", file=sys.stderr)
                 ref = paper.get((block.name, row, c.key))
-                if not vals:
+                if not rs:  # a compared row without this column (the oracle's other columns)
+                    text = "–"
+                elif not vals:
                     text = "; ".join(t for t in (f"diverged ({diverged}/{len(rs)})" if diverged else "",
                                                  f"failed ({failed}/{len(rs)})" if failed else "") if t) or "missing"
                 else:
@@ -229,7 +241,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         lines.append("")
         lines += screen_lines(table, block, cells, results)
         starts, overs = [], []
-        for row in block.rows:
+        for row in row_names:
             out, over = [row], [row]
             for c in cols:
                 res = [results[r.output] for r in cells[(row, c.key)] if results[r.output]]
@@ -291,6 +303,65 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         lines += [table.caption, ""]
     lines += figure_links(table)
     return "\n".join(lines)
+
+
+def compare_rows(table: Table, runs_dir: str) -> tuple[dict[str, list[tuple[str, dict[str, list[Run]]]]],
+                                                       dict[str, Optional[dict]], list[str]]:
+    """The table's ``compare`` rows: for each block, ``[(label, {column key: [Run]})]`` from the other tables' block of
+    the same name (their finished runs in ``runs_dir``), with the results they read and notes on runs left out."""
+    spec = table.compare or {}
+    out: dict[str, list[tuple[str, dict[str, list[Run]]]]] = defaultdict(list)
+    results: dict[str, Optional[dict]] = {}
+    notes: list[str] = []
+    parser = get_train_parser()
+
+    def read(other: Table, block: str, rows: Optional[list[str]] = None) -> list[Run]:
+        runs = expand(other, runs_dir, blocks=[block] if block else None, rows=rows)
+        check_runs(runs, parser)
+        for r in runs:
+            res = read_result(r)
+            if res is not None and r.stale():
+                notes.append(f"Left out: {r.name} (made with other settings than {other.name} now asks).")
+                res = None
+            results[r.output] = res
+        return runs
+
+    def has_block(other: Table, name: str) -> bool:
+        return any(b.name == name for b in other.blocks)
+
+    if "rows" in spec:
+        other = load_table(spec["rows"]["table"])
+        unknown = [r for r in spec["rows"]["rows"] if not any(r in b.rows for b in other.blocks)]
+        if unknown:
+            raise TableError(f"{table.path}: compare's rows {', '.join(unknown)} are not rows of {other.name}")
+        for block in table.blocks:
+            if not has_block(other, block.name):
+                continue
+            runs = read(other, block.name, spec["rows"]["rows"])
+            for row in spec["rows"]["rows"]:
+                out[block.name].append((f"{row} ({other.name})", {
+                    c.key: [r for r in runs if r.row == row and r.column == c.key] for c in block.columns}))
+    if "oracle" in spec:
+        grid, column = load_table(spec["oracle"]["table"]), spec["oracle"]["column"]
+        for block in table.blocks:
+            if not has_block(grid, block.name):
+                continue
+            runs = read(grid, block.name)
+            cells: dict[tuple[str, str], list[Run]] = defaultdict(list)
+            for r in runs:
+                if results[r.output] is not None and is_number(results[r.output].get(table.metric)):
+                    cells[(r.row, r.column)].append(r)
+            finished = sum(len(v) for v in cells.values())
+            if not cells:
+                out[block.name].append((f"oracle: best cell of {grid.name} (no run finished yet)", {column: []}))
+                continue
+            best = max(cells, key=lambda k: statistics.mean(float(results[r.output][table.metric]) for r in cells[k]))
+            gblock = next(b for b in grid.blocks if b.name == block.name)
+            header = next(c.header for c in gblock.columns if c.key == best[1])
+            label = (f"oracle: best cell of {grid.name} ({best[0]}, {header}"
+                     + (f"; {finished} of {len(runs)} grid runs finished" if finished < len(runs) else "") + ")")
+            out[block.name].append((label, {column: cells[best]}))
+    return dict(out), results, notes
 
 
 def screen_lines(table: Table, block: Block, cells: dict[tuple[str, str], list[Run]],

@@ -22,6 +22,9 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     screen: {row: baseline, gap: {small: "256", large: 16K, at-least: 1.5},   # a screen's pass rule, computed per
              better: {than: 16K, cells: [16K-wu33], std-factor: 2}}          # block by collect.py (proxy_screen)
+    compare: {rows: {table: paper_regime, rows: [baseline, autowu-cos]},   # another table's rows in this table's
+              oracle: {table: paper_regime_grid, column: 16384}}           # columns, and the best cell of a grid
+                                                                           # in one column (collect.py; auto_lr)
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
 Flags are train.py's flag names without dashes (``batch-size``, ``autowu-rho-w``), as in the base YAMLs.
@@ -43,7 +46,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
-TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside", "screen"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside", "screen", "compare"}
 RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (experiments/records.py)
 NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
 METRICS = ("final_top1", "final_top5", "best_top1", "best_top5")  # the numbers of results.json a table may report
@@ -122,6 +125,7 @@ class Table:
     blocks: list[Block]
     paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
     screen: Optional[dict] = None         # {row, gap: {small, large, at-least}, better: {than, cells, std-factor}}
+    compare: Optional[dict] = None        # {rows: {table, rows}, oracle: {table, column}}, each optional
 
 
 @dataclass
@@ -332,13 +336,47 @@ def load_table(name_or_path: str) -> Table:
         if unknown:
             raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
     screen = _screen(spec.get("screen"), blocks, path) if spec.get("screen") is not None else None
+    compare = _compare(spec.get("compare"), blocks, path) if spec.get("compare") is not None else None
     metric = str(spec.get("metric", "final_top1"))
     if metric not in METRICS:
         raise TableError(f"{path}: metric {metric!r} is not a number results.json records; use one of "
                          f"{', '.join(METRICS)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
-                 paper=paper, metric=metric, blocks=blocks, paper_beside=beside, screen=screen)
+                 paper=paper, metric=metric, blocks=blocks, paper_beside=beside, screen=screen,
+                 compare=compare)
+
+
+def _compare(value: Any, blocks: list[Block], path: str) -> dict:
+    """The ``compare`` key: rows of another table shown in this table's columns (the records it reuses), and the
+    best cell of a grid table shown in one column (the oracle). Each block takes the other table's block of the same
+    name. The other tables are checked to exist here; their rows when the page is built (experiments/collect.py)."""
+    shape = ("compare must be {rows: {table: TABLE, rows: [ROW, ...]}, oracle: {table: TABLE, column: COLUMN}} "
+             "(either part may be left out)")
+    if not (isinstance(value, dict) and value and set(value) <= {"rows", "oracle"}):
+        raise TableError(f"{path}: {shape}, got {value!r}")
+    rows, oracle = value.get("rows"), value.get("oracle")
+    if rows is not None and not (isinstance(rows, dict) and set(rows) == {"table", "rows"}
+                                 and isinstance(rows["rows"], list) and rows["rows"]):
+        raise TableError(f"{path}: {shape}, got rows: {rows!r}")
+    if oracle is not None and not (isinstance(oracle, dict) and set(oracle) == {"table", "column"}):
+        raise TableError(f"{path}: {shape}, got oracle: {oracle!r}")
+    for part in (rows, oracle):
+        if part is not None:
+            table_path(str(part["table"]))  # TableError naming the known tables
+    out: dict = {}
+    if rows is not None:
+        out["rows"] = {"table": str(rows["table"]), "rows": [str(r) for r in rows["rows"]]}
+    if oracle is not None:
+        column = str(oracle["column"])
+        for b in blocks:
+            keys = {c.header: c.key for c in b.columns} | {c.key: c.key for c in b.columns}
+            if column not in keys:
+                raise TableError(f"{path}: compare's oracle column {column!r} is not a column of block "
+                                 f"{b.name or '(the table)'!r}; its columns: {', '.join(c.key for c in b.columns)}")
+            column = keys[column]
+        out["oracle"] = {"table": str(oracle["table"]), "column": column}
+    return out
 
 
 def _screen(value: Any, blocks: list[Block], path: str) -> dict:

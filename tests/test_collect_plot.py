@@ -269,3 +269,77 @@ def test_screen_rule_naming_a_column_the_table_lacks_fails_at_load(tmp_path):
         screen_table(tmp_path, bad)
     with pytest.raises(sweep.TableError, match="screen must be"):
         screen_table(tmp_path, "screen: {row: baseline}\n")
+
+
+def test_compare_rows_and_the_oracle_come_from_the_other_tables_runs(table, tmp_path):
+    """``compare``: another table's rows in this table's columns (reused records) and the best grid cell in one
+    column; a run of the other table made with other settings is left out and named."""
+    grid = tmp_path / "grd.yaml"
+    grid.write_text(textwrap.dedent("""
+        title: A grid
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0]
+        overrides: {batch-size: 1024}
+        columns:
+          lr0.01: {lr: 0.01}
+          lr0.02: {lr: 0.02}
+        rows:
+          wu5: {warmup-epochs: 5}
+        """))
+    path = tmp_path / "new.yaml"
+    path.write_text(textwrap.dedent(f"""
+        title: New methods
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns: [256, 1024]
+        rows:
+          fancy: {{sched: constant}}
+        compare:
+          rows: {{table: {table.path}, rows: [baseline]}}
+          oracle: {{table: {grid}, column: 1K}}
+        """))
+    new = sweep.load_table(str(path))
+    runs = tmp_path / "runs"
+    fake_run(runs / "new" / "fancy_b1024_s0", 88.0)
+    fake_run(runs / "tbl" / "baseline_b256_s0", 90.0)
+    fake_run(runs / "tbl" / "baseline_b256_s1", 91.0)
+    fake_run(runs / "tbl" / "baseline_b1024_s0", 50.0, config={"sched": "baseline", "batch_size": 1024, "epochs": 3})
+    fake_run(runs / "grd" / "wu5_lr0.01_s0", 89.0)
+    fake_run(runs / "grd" / "wu5_lr0.02_s0", 89.5)
+    text = collect.collect(new, str(runs))
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the first table (top-1); the decay-start table repeats the row names
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0][2:], line)
+    assert "1 of 4 runs finished" in text  # the page counts its own runs only
+    assert rows["fancy"] == "| fancy | missing | 88.00 n=1/2 |"
+    # the other table's cells: its mean (std) over its seeds; its stale run is not in the cell, and is named
+    assert rows["baseline (tbl)"] == "| baseline (tbl) | 90.50 (0.71) | missing |"  # alone in its column: no bold
+    assert "Left out: tbl/baseline_b1024_s0 (made with other settings than tbl now asks)." in text
+    # the oracle: the grid's best cell, in its column only, and bold there (89.5 > 88.0)
+    assert rows["oracle: best cell of grd (wu5, lr0.02)"] == \
+        "| oracle: best cell of grd (wu5, lr0.02) | – | **89.50** |"
+
+
+def test_compare_refuses_what_it_cannot_show(table, tmp_path):
+    path = tmp_path / "new.yaml"
+    body = textwrap.dedent("""
+        title: New methods
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0]
+        columns: [256]
+        rows:
+          fancy: {sched: constant}
+        """)
+    path.write_text(body + "compare: {oracle: {table: no_such_grid, column: 256}}\n")
+    with pytest.raises(sweep.TableError, match="no table 'no_such_grid'"):
+        sweep.load_table(str(path))
+    path.write_text(body + f"compare: {{oracle: {{table: {table.path}, column: 16K}}}}\n")
+    with pytest.raises(sweep.TableError, match="oracle column '16K' is not a column"):
+        sweep.load_table(str(path))
+    path.write_text(body + f"compare: {{rows: {{table: {table.path}, rows: [autowu-kos]}}}}\n")
+    with pytest.raises(sweep.TableError, match="compare's rows autowu-kos are not rows of tbl"):
+        collect.collect(sweep.load_table(str(path)), str(tmp_path / "runs"))
+    path.write_text(body + "compare: {rows: [baseline]}\n")
+    with pytest.raises(sweep.TableError, match="compare must be"):
+        sweep.load_table(str(path))
