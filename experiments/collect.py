@@ -34,6 +34,7 @@ from typing import Any, Optional
 
 from framework.io import read_steps
 
+from .records import REUSED_FROM
 from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand, get_train_parser,
                      load_table, steps_per_epoch)
 
@@ -168,6 +169,18 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
         lines.append(f"Left out: {len(stale)} finished run(s) made with other settings than this table now asks "
                      "(`scripts/sweep.py` calls them stale and reruns them with `--rerun-stale`): " +
                      "; ".join(f"{name} ({', '.join(diff)})" for name, diff in sorted(stale.items())) + ".")
+    reused = []
+    for r in done:
+        path = os.path.join(ROOT, r.record, REUSED_FROM)
+        if r.results_path.startswith(os.path.join(ROOT, r.record)) and os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    reused.append(f"{r.name} ← {json.load(f)['run']}")
+            except (OSError, ValueError, KeyError, TypeError):
+                reused.append(f"{r.name} ← (unreadable {REUSED_FROM})")
+    if reused:
+        lines.append(f"Reused: {len(reused)} run(s) are the records of another table's runs made with the same "
+                     "settings (`scripts/sweep.py --reuse-from`): " + "; ".join(reused) + ".")
     if table.paper:
         lines.append(f"Each cell: ours, mean (std) over seeds · the paper's number ({table.paper}) · "
                      "Δ = ours − paper. **Bold**: best of our rows in the column.")

@@ -155,3 +155,66 @@ def export_records(runs: list[Run], dest_root: str) -> int:
     return 0
 
 
+
+
+REUSED_FROM = "reused_from.json"  # in a record copied from another table's run: {"table", "run", "record"}
+
+
+def reuse_records(runs: list[Run], others: list[Run], dest_root: str) -> int:
+    """Give each pending run of ``runs`` the record of a finished run of ``others`` (another table's runs) made with
+    the same settings: every setting the run's command line fixes (``Run.expected``, the seed included;
+    ``check_runs`` fills it) and the source's version of train.py had equals what the source ran with (its results.json ``config``: resolved values, so a
+    table's explicit ``lr: 0.008`` matches a run whose sqrt rule gave 0.008), and every setting the source's command
+    line fixed is fixed by the run's too. The source's compact record is copied, unchanged, to
+    ``dest_root/<table>/[<block>/]<run>`` with ``reused_from.json`` naming it, so the run counts as done and its page
+    names where it came from. Prints what was reused."""
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (tuples vs lists)
+    sources: list[tuple[Run, dict]] = []
+    for o in others:
+        try:
+            ran = (o.results() or {}).get("config") if o.done and not o.stale() else None
+        except ResultsError:
+            ran = None
+        if isinstance(ran, dict):
+            sources.append((o, ran))
+
+    def match(run: Run) -> Optional[Run]:
+        for o, ran in sources:
+            # a setting the source's version of train.py did not have yet is not a difference (as Run.stale)
+            if all(k not in ran or norm(ran[k]) == norm(v) for k, v in run.expected.items()) and \
+                    all(k in run.expected for k in o.expected):
+                return o
+        return None
+
+    reused = []
+    for run in runs:
+        o = None if run.done else match(run)
+        if o is None:
+            continue
+        dst = os.path.join(dest_root, run.table, run.block, os.path.basename(run.output))
+        record = os.path.join(ROOT, o.record)
+        tmp = dst + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if os.path.isfile(os.path.join(ROOT, o.output, "results.json")):  # a run directory: its record first
+                made = export_record(o, tmp + ".src")
+                shutil.copytree(made or record, tmp)
+            else:                                                             # a committed record: as it is
+                shutil.copytree(record, tmp)
+            with open(os.path.join(tmp, REUSED_FROM), "w") as f:
+                json.dump({"table": o.table, "run": o.name, "record": o.record}, f, indent=2)
+                f.write("\n")
+        except (OSError, RecordError, ResultsError) as e:
+            print(f"error: cannot reuse {o.name} for {run.name}: {e}", file=sys.stderr)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return 2
+        finally:
+            shutil.rmtree(tmp + ".src", ignore_errors=True)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(tmp, dst)
+        reused.append((run.name, o.name))
+    pending = sum(1 for r in runs if not r.done)
+    print(f"[sweep] reused {len(reused)} record(s) with every setting equal; {pending} run(s) still pending")
+    for name, src in reused:
+        print(f"[sweep]   {name} <- {src}")
+    return 0

@@ -40,7 +40,7 @@ from typing import Optional
 
 
 from . import tables  # noqa: F401  (tests point tables.RECORDS_DIR elsewhere)
-from .records import export_records
+from .records import export_records, reuse_records
 from .tables import (RECORDS_DIR, ROOT, Run, TableError, check_extra, check_filters, check_runs,  # noqa: F401
                      expand, flag_tokens, get_train_parser, load_table, train_argv)
 
@@ -242,6 +242,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                       help="copy every finished run's compact record (args.yaml, env.json, results.json, "
                            "epochs.jsonl, events.jsonl, decimated steps.csv) to DEST/<table>/ (default: "
                            "results/runs/ of this checkout, where it counts as done for later sweeps)")
+    mode.add_argument("--reuse-from", metavar="TABLE",
+                      help="give each pending run the record of a finished run of TABLE whose every setting (seed "
+                           "included) is equal: copied to results/runs/<table>/ with reused_from.json naming it "
+                           "(e.g. the screen's baselines as Table 1's cells)")
     p.add_argument("--submit", action="store_true", help="with --slurm: call sbatch on the written file")
     p.add_argument("--runs-dir", default="runs", help="root of the run directories (default: runs)")
     p.add_argument("--block", nargs="+", help="only these blocks")
@@ -280,11 +284,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise TableError(f"--runs-dir {runs_root} is not a directory; give the folder of the run directories")
         if args.export and os.path.exists(args.export) and not os.path.isdir(args.export):
             raise TableError(f"--export {args.export} is not a directory; give the folder the records go to")
+        if args.reuse_from:
+            other = load_table(args.reuse_from)
+            if other.name == table.name:
+                raise TableError(f"--reuse-from {args.reuse_from}: a table cannot reuse its own runs")
+            blocks = [b for b in args.block or [] if any(ob.name == b for ob in other.blocks)] or None
+            others = expand(other, args.runs_dir, blocks)
+            check_runs(others, parser)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.export:
         return export_records(runs, args.export)
+    if args.reuse_from:
+        return reuse_records(runs, others, os.path.join(ROOT, tables.RECORDS_DIR))
     stale = {r.name: r.stale() for r in runs if r.done}
     stale = {name: diff for name, diff in stale.items() if diff}
     pending = order_runs([r for r in runs if not r.done or r.name in stale], args.order)

@@ -342,3 +342,50 @@ def test_a_run_finished_with_other_settings_is_stale(tmp_path, monkeypatch, caps
     assert ran == ["tbl/a_b256_s0"]
     assert not (runs_dir / "tbl" / "a_b256_s0").exists()
     assert len(list((runs_dir / "tbl").glob("a_b256_s0.stale-*"))) == 1
+
+
+def test_reuse_from_gives_a_pending_run_the_record_of_an_equal_run_of_another_table(tmp_path, monkeypatch, capsys):
+    """--reuse-from: a run whose every setting equals a finished run of another table (an explicit lr equal to the
+    one the sqrt rule gave there; the same seed) takes its record, named in reused_from.json and on the page; a run
+    with another schedule or another seed does not."""
+    from experiments import collect
+    over = ("{dataset: synthetic, model: fmnist_cnn, img-size: 28, in-chans: 1, num-classes: 10, "
+            "synthetic-train-size: 64, synthetic-val-size: 32, epochs: 1, micro-batch: 16, device: cpu}")
+    screen = write_table(tmp_path, f"""
+        title: screen
+        base: {BASE}
+        overrides: {over}
+        columns: {{"16": {{batch-size: 16}}}}
+        rows: {{baseline: {{sched: baseline, warmup-epochs: 0.5}}}}
+        """, name="scr")
+    runs_dir = tmp_path / "runs"
+    assert sweep.main([str(screen), "--local", "--runs-dir", str(runs_dir)]) == 0
+    source = runs_dir / "scr" / "baseline_16_s0"
+    lr = json.loads((source / "results.json").read_text())["config"]["lr"]  # resolved by train.py (sqrt rule)
+    assert lr == pytest.approx(1e-3 * (16 / 256) ** 0.5)
+    table = write_table(tmp_path, f"""
+        title: table
+        base: {BASE}
+        overrides: {over}
+        seeds: [0, 1]
+        columns: [16]
+        rows: {{baseline: {{sched: baseline, warmup-epochs: 0.5, lr: {lr!r}}}, auto: {{sched: autowu-cos}}}}
+        """, name="tab")
+    records = tmp_path / "records"
+    monkeypatch.setattr(sweep.tables, "RECORDS_DIR", str(records))
+    capsys.readouterr()
+    assert sweep.main([str(table), "--reuse-from", str(screen), "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "reused 1 record(s)" in out and "tab/baseline_b16_s0 <- scr/baseline_16_s0" in out
+    record = records / "tab" / "baseline_b16_s0"
+    assert json.loads((record / "reused_from.json").read_text())["run"] == "scr/baseline_16_s0"
+    assert json.loads((record / "results.json").read_text())["final_top1"] == \
+        json.loads((source / "results.json").read_text())["final_top1"]
+    assert sweep.main([str(table), "--dry-run", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs, 1 done, 3 pending" in out and "done    tab/baseline_b16_s0" in out
+    assert "pending tab/baseline_b16_s1" in out and "pending tab/auto_b16_s0" in out
+    text = collect.collect(sweep.load_table(str(table)), str(runs_dir))
+    assert "Reused: 1 run(s)" in text and "tab/baseline_b16_s0 ← scr/baseline_16_s0" in text
+    assert sweep.main([str(table), "--reuse-from", str(table), "--runs-dir", str(runs_dir)]) == 2
+    assert "cannot reuse its own runs" in capsys.readouterr().err
