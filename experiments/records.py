@@ -160,14 +160,14 @@ def export_records(runs: list[Run], dest_root: str) -> int:
 REUSED_FROM = "reused_from.json"  # in a record copied from another table's run: {"table", "run", "record"}
 
 
-def reuse_records(runs: list[Run], others: list[Run], dest_root: str) -> int:
+def reuse_records(runs: list[Run], others: list[Run], dest_root: str, dry_run: bool = False) -> int:
     """Give each pending run of ``runs`` the record of a finished run of ``others`` (another table's runs) made with
     the same settings: every setting the run's command line fixes (``Run.expected``, the seed included;
     ``check_runs`` fills it) and the source's version of train.py had equals what the source ran with (its results.json ``config``: resolved values, so a
     table's explicit ``lr: 0.008`` matches a run whose sqrt rule gave 0.008), and every setting the source's command
     line fixed is fixed by the run's too. The source's compact record is copied, unchanged, to
     ``dest_root/<table>/[<block>/]<run>`` with ``reused_from.json`` naming it, so the run counts as done and its page
-    names where it came from. Prints what was reused."""
+    names where it came from. Prints what was reused (``dry_run``: what would be, copying nothing)."""
     norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (tuples vs lists)
     sources: list[tuple[Run, dict]] = []
     for o in others:
@@ -191,6 +191,9 @@ def reuse_records(runs: list[Run], others: list[Run], dest_root: str) -> int:
         o = None if run.done else match(run)
         if o is None:
             continue
+        if dry_run:
+            reused.append((run.name, o.name))
+            continue
         dst = os.path.join(dest_root, run.table, run.block, os.path.basename(run.output))
         record = os.path.join(ROOT, o.record)
         tmp = dst + ".tmp"
@@ -213,8 +216,9 @@ def reuse_records(runs: list[Run], others: list[Run], dest_root: str) -> int:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.rename(tmp, dst)
         reused.append((run.name, o.name))
-    pending = sum(1 for r in runs if not r.done)
-    print(f"[sweep] reused {len(reused)} record(s) with every setting equal; {pending} run(s) still pending")
+    pending = sum(1 for r in runs if not r.done) - (len(reused) if dry_run else 0)
+    print(f"[sweep] {'would reuse' if dry_run else 'reused'} {len(reused)} record(s) with every setting equal; "
+          f"{pending} run(s) {'would still be' if dry_run else 'still'} pending")
     for name, src in reused:
         print(f"[sweep]   {name} <- {src}")
     return 0

@@ -234,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Anything after `--` is passed to every train.py command.")
     p.add_argument("table", help="table name (configs/tables/NAME.yaml) or path")
-    mode = p.add_mutually_exclusive_group(required=True)
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="list the runs (pending and done) and exit")
     mode.add_argument("--local", action="store_true", help="run pending runs here, one after another")
     mode.add_argument("--slurm", action="store_true", help="write an sbatch array job for the pending runs")
@@ -242,10 +242,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                       help="copy every finished run's compact record (args.yaml, env.json, results.json, "
                            "epochs.jsonl, events.jsonl, decimated steps.csv) to DEST/<table>/ (default: "
                            "results/runs/ of this checkout, where it counts as done for later sweeps)")
-    mode.add_argument("--reuse-from", metavar="TABLE",
-                      help="give each pending run the record of a finished run of TABLE whose every setting (seed "
-                           "included) is equal: copied to results/runs/<table>/ with reused_from.json naming it "
-                           "(e.g. the screen's baselines as Table 1's cells)")
+    p.add_argument("--reuse-from", metavar="TABLE",
+                   help="give each pending run the record of a finished run of TABLE whose every setting (seed "
+                        "included) is equal: copied to results/runs/<table>/ with reused_from.json naming it (e.g. "
+                        "the screen's baselines as Table 1's cells); with --dry-run: only list them")
     p.add_argument("--submit", action="store_true", help="with --slurm: call sbatch on the written file")
     p.add_argument("--runs-dir", default="runs", help="root of the run directories (default: runs)")
     p.add_argument("--block", nargs="+", help="only these blocks")
@@ -265,6 +265,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="runs finished with settings the table no longer asks for: move them to OUTPUT.stale-TIME "
                         "and run them again (without this flag such runs stop --local/--slurm with an error)")
     args = p.parse_args(argv)
+    if not (args.dry_run or args.local or args.slurm or args.export or args.reuse_from):
+        p.error("one of the arguments --dry-run --local --slurm --export --reuse-from is required")
+    if args.reuse_from and (args.local or args.slurm or args.export):
+        p.error("--reuse-from goes alone or with --dry-run")
     for name in ("jobs", "threads", "nproc", "nodes"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -297,7 +301,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.export:
         return export_records(runs, args.export)
     if args.reuse_from:
-        return reuse_records(runs, others, os.path.join(ROOT, tables.RECORDS_DIR))
+        done = sum(1 for r in runs if r.done)
+        print(f"[sweep] {table.name}: {len(runs)} runs, {done} done, {len(runs) - done} pending")
+        return reuse_records(runs, others, os.path.join(ROOT, tables.RECORDS_DIR), dry_run=args.dry_run)
     stale = {r.name: r.stale() for r in runs if r.done}
     stale = {name: diff for name, diff in stale.items() if diff}
     pending = order_runs([r for r in runs if not r.done or r.name in stale], args.order)

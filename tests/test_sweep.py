@@ -374,6 +374,9 @@ def test_reuse_from_gives_a_pending_run_the_record_of_an_equal_run_of_another_ta
     records = tmp_path / "records"
     monkeypatch.setattr(sweep.tables, "RECORDS_DIR", str(records))
     capsys.readouterr()
+    assert sweep.main([str(table), "--reuse-from", str(screen), "--dry-run", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out  # a dry run lists, copies nothing
+    assert "would reuse 1 record(s)" in out and "3 run(s) would still be pending" in out and not records.exists()
     assert sweep.main([str(table), "--reuse-from", str(screen), "--runs-dir", str(runs_dir)]) == 0
     out = capsys.readouterr().out
     assert "reused 1 record(s)" in out and "tab/baseline_b16_s0 <- scr/baseline_16_s0" in out
