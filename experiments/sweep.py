@@ -266,9 +266,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "and run them again (without this flag such runs stop --local/--slurm with an error)")
     args = p.parse_args(argv)
     if not (args.dry_run or args.local or args.slurm or args.export or args.reuse_from):
-        p.error("one of the arguments --dry-run --local --slurm --export --reuse-from is required")
+        print("error: say what to do with the table: --dry-run, --local, --slurm, --export or --reuse-from TABLE",
+              file=sys.stderr)
+        return 2
     if args.reuse_from and (args.local or args.slurm or args.export):
-        p.error("--reuse-from goes alone or with --dry-run")
+        print("error: --reuse-from goes alone (copy the records) or with --dry-run (list them); run --local or "
+              "--slurm after it for the runs still pending", file=sys.stderr)
+        return 2
     for name in ("jobs", "threads", "nproc", "nodes"):
         value = getattr(args, name)
         if value is not None and value < 1:

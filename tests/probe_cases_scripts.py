@@ -695,3 +695,36 @@ def slurm_cluster_env_bad_quote(p):
 def local_cluster_unknown_command(p):
     proc = p.script("bash", "scripts/slurm/local_cluster.sh", "start", env={"AUTOWU_SLURM_DIR": str(p.path("s"))})
     return expect_refusal(p, proc, "start")
+
+
+# -- sweep.py --reuse-from, and the screen / compare table keys ---------------------------------------------------------
+@case("scripts", "sweep.py --reuse-from a table that does not exist")
+def sweep_reuse_from_unknown_table(p):
+    t = _table(p)
+    records = ROOT / "results" / "runs" / "t"
+    return _refused_writing_nothing(p, p.script("sweep.py", str(t), "--reuse-from", "no_such_screen", "--runs-dir",
+                                                str(p.path("runs"))), "no_such_screen", p.path("runs"), records)
+
+
+@case("scripts", "sweep.py --reuse-from together with --local (which would copy and run at once)")
+def sweep_reuse_from_with_local(p):
+    t = _table(p)
+    return _refused_writing_nothing(p, p.script("sweep.py", str(t), "--reuse-from", str(t), "--local", "--runs-dir",
+                                                str(p.path("runs"))), "--reuse-from", p.path("runs"))
+
+
+@case("scripts", "a table whose screen rule names a column the table does not have")
+def screen_names_unknown_column(p):
+    t = _table(p, TABLE + "screen:\n  row: baseline\n  gap: {small: '256', large: 16K, at-least: 1.5}\n"
+                          "  better: {than: 16K, cells: [16K-wu33], std-factor: 2}\n")
+    return _refused_writing_nothing(p, p.script("sweep.py", str(t), "--dry-run", "--runs-dir", str(p.path("runs"))),
+                                    ["screen", "16K"], p.path("runs"))
+
+
+@case("scripts", "collect.py: a table whose compare rows are not rows of the other table")
+def compare_unknown_rows(p):
+    other = _table(p, name="other")
+    t = _table(p, TABLE + f"compare:\n  rows: {{table: {other}, rows: [autowu-kos]}}\n")
+    out = p.path("page.md")
+    return _refused_writing_nothing(p, p.script("collect.py", str(t), "--runs-dir", str(p.path("runs")), "--out",
+                                                str(out)), "autowu-kos", out)
