@@ -12,7 +12,7 @@ import sys
 from typing import Optional
 
 
-from .tables import ROOT, ResultsError, Run, read_results
+from .tables import ROOT, ResultsError, Run, config_differences, read_results
 
 RECORD_FILES = ("args.yaml", "env.json", "results.json", "epochs.jsonl", "events.jsonl")
 RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most about this many rows
@@ -155,20 +155,18 @@ def export_records(runs: list[Run], dest_root: str) -> int:
     return 0
 
 
-
-
 REUSED_FROM = "reused_from.json"  # in a record copied from another table's run: {"table", "run", "record"}
 
 
 def reuse_records(runs: list[Run], others: list[Run], dest_root: str, dry_run: bool = False) -> int:
     """Give each pending run of ``runs`` the record of a finished run of ``others`` (another table's runs) made with
     the same settings: every setting the run's command line fixes (``Run.expected``, the seed included;
-    ``check_runs`` fills it) and the source's version of train.py had equals what the source ran with (its results.json ``config``: resolved values, so a
-    table's explicit ``lr: 0.008`` matches a run whose sqrt rule gave 0.008), and every setting the source's command
-    line fixed is fixed by the run's too. The source's compact record is copied, unchanged, to
+    ``check_runs`` fills it) and the source's version of train.py had equals what the source ran with (its
+    results.json ``config``: resolved values, so a table's explicit ``lr: 0.008`` matches a run whose sqrt rule gave
+    0.008; ``config_differences``, as ``Run.stale``), and every setting the source's command line fixed is fixed by
+    the run's too. The source's compact record is copied, unchanged, to
     ``dest_root/<table>/[<block>/]<run>`` with ``reused_from.json`` naming it, so the run counts as done and its page
     names where it came from. Prints what was reused (``dry_run``: what would be, copying nothing)."""
-    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (tuples vs lists)
     sources: list[tuple[Run, dict]] = []
     for o in others:
         try:
@@ -180,9 +178,7 @@ def reuse_records(runs: list[Run], others: list[Run], dest_root: str, dry_run: b
 
     def match(run: Run) -> Optional[Run]:
         for o, ran in sources:
-            # a setting the source's version of train.py did not have yet is not a difference (as Run.stale)
-            if all(k not in ran or norm(ran[k]) == norm(v) for k, v in run.expected.items()) and \
-                    all(k in run.expected for k in o.expected):
+            if not config_differences(run.expected, ran) and all(k in run.expected for k in o.expected):
                 return o
         return None
 

@@ -188,9 +188,15 @@ class Run:
             return []
         if not isinstance(ran, dict):
             return []
-        norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples vs lists)
-        return [f"{k.replace('_', '-')}: {ran[k]!r} -> {v!r}" for k, v in self.expected.items()
-                if k in ran and norm(ran[k]) != norm(v)]
+        return config_differences(self.expected, ran)
+
+
+def config_differences(expected: dict, ran: dict) -> list[str]:
+    """``flag: ran -> wanted`` for each setting of ``expected`` that a run's recorded ``config`` (``ran``) holds with
+    another value; a setting the run's version of train.py did not have yet is not a difference."""
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (tuples vs lists)
+    return [f"{k.replace('_', '-')}: {ran[k]!r} -> {v!r}" for k, v in expected.items()
+            if k in ran and norm(ran[k]) != norm(v)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
