@@ -229,14 +229,18 @@ def test_check_7_refuses_an_unknown_table_in_the_list(tmp_path, capsys):
 
 
 def test_check_7_runs_only_the_named_block(tmp_path):
-    """--table TABLE:BLOCK: the chosen proxy's block alone (a dry run: its first missing cell, two steps)."""
+    """--table TABLE:BLOCK: that block's missing cells alone (a dry run: its first, two steps). A table of its own,
+    so that committed records (which count as done) never empty the block."""
+    table = tmp_path / "two_blocks.yaml"
+    table.write_text("title: two blocks\nbase: configs/fashion_mnist_demo.yaml\nseeds: [0, 1]\ncolumns: [256, 1024]\n"
+                     "rows: {baseline: {sched: baseline}}\nblocks: {small: {}, large: {}}\n")
     out = tmp_path / "report.md"
-    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "proxy_screen:resnet_s2",
+    rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", f"{table}:large",
                          "--output", str(out)])
     assert rc == 0
     figures = json.loads(out.with_suffix(".json").read_text())["checks"]["sweep"]["figures"]
-    assert figures["table"] == "proxy_screen" and figures["runs"] == 12  # one block: 6 columns x 2 seeds, not 24
-    assert [n.split("/")[1] for n in figures["finished_here"]] == ["resnet_s2"]
+    assert figures["table"] == "two_blocks" and figures["runs"] == 4  # one block: 2 columns x 2 seeds, not 8
+    assert [n.split("/")[1] for n in figures["finished_here"]] == ["large"]
 
 
 def test_check_7_refuses_an_unknown_block(tmp_path, capsys):
