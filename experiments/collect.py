@@ -150,17 +150,26 @@ def fmt_mean_std(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ({statistics.stdev(values):.{digits}f})"
 
 
-def collect(table: Table, runs_dir: str = "runs") -> str:
-    """The markdown text of ``results/<table>.md`` for the runs found under ``runs_dir``."""
-    paper = read_paper(table.paper)
-    runs = expand(table, runs_dir)
+def read_runs(table: Table, runs_dir: str, blocks: Optional[list[str]] = None, rows: Optional[list[str]] = None
+              ) -> tuple[list[Run], dict[str, Optional[dict]], dict[str, list[str]]]:
+    """The table's runs (of ``blocks`` and ``rows``, default all), each run's results.json by its output directory
+    (None: not finished, or stale), and the stale ones: finished, but made with other settings than the table now
+    asks ({run name: the differing settings}), never in a cell."""
+    runs = expand(table, runs_dir, blocks=blocks, rows=rows)
     check_runs(runs, get_train_parser())  # what each run's command line fixes, for Run.stale
     results = {r.output: read_result(r) for r in runs}
     stale = {r.name: r.stale() for r in runs if results[r.output] is not None}
     stale = {name: diff for name, diff in stale.items() if diff}
-    for r in runs:  # made with other settings than the table asks: never in its cells
+    for r in runs:
         if r.name in stale:
             results[r.output] = None
+    return runs, results, stale
+
+
+def collect(table: Table, runs_dir: str = "runs") -> str:
+    """The markdown text of ``results/<table>.md`` for the runs found under ``runs_dir``."""
+    paper = read_paper(table.paper)
+    runs, results, stale = read_runs(table, runs_dir)
     done = [r for r in runs if results[r.output] is not None]
     lines = [f"# {table.title}", ""]
     lines.append(f"Made by `python scripts/collect.py {table.name}` from `{runs_dir}/{table.name}/`: "
@@ -326,17 +335,11 @@ def compare_rows(table: Table, runs_dir: str) -> tuple[dict[str, list[tuple[str,
     out: dict[str, list[tuple[str, dict[str, list[Run]]]]] = defaultdict(list)
     results: dict[str, Optional[dict]] = {}
     notes: list[str] = []
-    parser = get_train_parser()
 
     def read(other: Table, block: str, rows: Optional[list[str]] = None) -> list[Run]:
-        runs = expand(other, runs_dir, blocks=[block] if block else None, rows=rows)
-        check_runs(runs, parser)
-        for r in runs:
-            res = read_result(r)
-            if res is not None and r.stale():
-                notes.append(f"Left out: {r.name} (made with other settings than {other.name} now asks).")
-                res = None
-            results[r.output] = res
+        runs, read_results, stale = read_runs(other, runs_dir, blocks=[block] if block else None, rows=rows)
+        notes.extend(f"Left out: {name} (made with other settings than {other.name} now asks)." for name in stale)
+        results.update(read_results)
         return runs
 
     def has_block(other: Table, name: str) -> bool:

@@ -419,13 +419,17 @@ def plot_block(table: Table, block: Block, runs: list[Run], rows: list[str], out
     return True
 
 
-def runs_beside(other: Table, block: Block, runs_dir: str, rows: list[str]) -> tuple[list[str], list[Run]]:
-    """``other``'s figure rows (not already in ``rows``) and their runs in ``block``'s columns (matched by column
-    key, e.g. the batch size), to be drawn with the block's own: the comparison figure of two tables."""
+def runs_beside(other: Table, block: Block, runs_dir: str, rows: list[str],
+                other_rows: Optional[list[str]] = None) -> tuple[list[str], list[Run]]:
+    """``other``'s rows ``other_rows`` (default: its figure rows), those not already in ``rows``, and their runs in
+    ``block``'s columns (matched by column key, e.g. the batch size) of ``other``'s block of the same name, to be
+    drawn with the block's own: the comparison figure of two tables."""
     keys = {c.key for c in block.columns}
-    new_rows = [r for b in other.blocks for r in b.figure_rows if r not in rows]
-    new_rows = list(dict.fromkeys(new_rows))
-    runs = [r for r in expand(other, runs_dir) if r.row in new_rows and r.column in keys]
+    if other_rows is None:
+        other_rows = [r for b in other.blocks for r in b.figure_rows]
+    new_rows = list(dict.fromkeys(r for r in other_rows if r not in rows))
+    same_block = [block.name] if block.name and any(b.name == block.name for b in other.blocks) else None
+    runs = [r for r in expand(other, runs_dir, blocks=same_block) if r.row in new_rows and r.column in keys]
     return new_rows, runs
 
 
@@ -443,7 +447,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "table's figure: {mark: TABLE})")
     p.add_argument("--beside", metavar="TABLE",
                    help="draw TABLE's figure rows (runs of the same columns, e.g. AutoWU and the baseline of "
-                        "paper_regime) beside the table's own (default: the table's figure: {beside: TABLE})")
+                        "paper_regime) beside the table's own (default: the rows of the table's compare: {rows: "
+                        "{table: TABLE, rows: [...]}})")
     args = p.parse_args(argv)
     try:
         table = load_table(args.table)
@@ -463,10 +468,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: rows {unknown} are not in {table.name} {block.name}: {list(block.rows)}", file=sys.stderr)
             return 2
         runs = expand(table, args.runs_dir, blocks=[block.name])
-        beside = args.beside or block.figure_beside
+        beside, beside_rows = args.beside, None
+        if not beside and (table.compare or {}).get("rows"):
+            beside, beside_rows = table.compare["rows"]["table"], table.compare["rows"]["rows"]
         if beside:
             try:
-                extra_rows, extra_runs = runs_beside(load_table(beside), block, args.runs_dir, rows)
+                extra_rows, extra_runs = runs_beside(load_table(beside), block, args.runs_dir, rows, beside_rows)
             except TableError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2

@@ -15,15 +15,16 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     rows: {baseline: {sched: baseline}, autowu-cos: {sched: autowu-cos}}
     overrides: {epochs: 10}                  # flags for every run of the table (a block's own add to them)
     cells: {"baseline/16384": {lr: 0.008}}   # flags for one cell (row/column)
-    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default ({beside: TABLE}: and TABLE's
-                                             # figure rows in the same columns); a grid table (columns set lr,
-                                             # rows warmup-epochs) takes {mark: TABLE}: TABLE's AutoWU runs are
-                                             # marked on its figure (plot.py --mark's default)
+    figure: {rows: [baseline, autowu-cos]}   # rows scripts/plot.py draws by default (and compare's rows beside
+                                             # them); a grid table (columns set lr, rows warmup-epochs) takes
+                                             # {mark: TABLE}: TABLE's AutoWU runs are marked on its figure
+                                             # (plot.py --mark's default)
     paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     screen: {row: baseline, gap: {small: "256", large: 16K, at-least: 1.5},   # a screen's pass rule, computed per
              better: {than: 16K, cells: [16K-wu33], std-factor: 2}}          # block by collect.py (proxy_screen)
     compare: {rows: {table: paper_regime, rows: [baseline, autowu-cos]},   # another table's rows in this table's
-              oracle: {table: paper_regime_grid, column: 16384}}           # columns, and the best cell of a grid
+              oracle: {table: paper_regime_grid, column: 16384}}           # columns (on the page and plot.py's
+                                                                           # figure), and the best cell of a grid
                                                                            # in one column (collect.py; auto_lr)
     blocks: {cifar10_resnet18: {label: "CIFAR-10 (ResNet-18)", base: ..., ...}}
 
@@ -111,7 +112,6 @@ class Block:
     cells: dict[str, dict]
     figure_rows: list[str]
     figure_mark: Optional[str] = None  # a grid's figure marks this table's AutoWU runs (plot.py --mark)
-    figure_beside: Optional[str] = None  # this table's figure rows drawn beside the block's (plot.py --beside)
 
 
 @dataclass
@@ -281,27 +281,25 @@ def _block(name: str, spec: dict, defaults: dict, path: str) -> Block:
         cells[str(key)] = _mapping(o, f"cell {key!r}", where)
     figure = merged.get("figure") or {}
     if not isinstance(figure, dict):
-        raise TableError(f"{where}: figure must be a mapping {{rows: [row, ...], mark: TABLE, beside: TABLE}}, "
-                         f"got {figure!r}")
-    unknown = set(figure) - {"rows", "mark", "beside"}
+        raise TableError(f"{where}: figure must be a mapping {{rows: [row, ...], mark: TABLE}}, got {figure!r}")
+    unknown = set(figure) - {"rows", "mark"}
     if unknown:
-        raise TableError(f"{where}: figure takes rows, mark and beside; unknown {sorted(unknown)}")
+        raise TableError(f"{where}: figure takes rows and mark; unknown {sorted(unknown)} (another table's rows "
+                         "beside this one's: the table key compare: {rows: {table: TABLE, rows: [...]}})")
     figure_rows = figure.get("rows", list(rows))
     for r in figure_rows:
         if r not in rows:
             raise TableError(f"{where}: figure row {r!r} is not one of the rows {list(rows)}")
-    mark, beside = figure.get("mark"), figure.get("beside")
-    for key, value in (("mark", mark), ("beside", beside)):
-        if value is not None:
-            try:
-                table_path(str(value))  # a name or a path, as plot.py --mark / --beside take it
-            except TableError as e:
-                raise TableError(f"{where}: figure {key} {value!r}: {e}") from None
+    mark = figure.get("mark")
+    if mark is not None:
+        try:
+            table_path(str(mark))  # a name or a path, as plot.py --mark takes it
+        except TableError as e:
+            raise TableError(f"{where}: figure mark {mark!r}: {e}") from None
     return Block(name=name, label=str(merged.get("label", name)), base=base, seeds=seeds, columns=columns,
                  column_header=str(merged.get("column-header", "Batch size")), rows=rows,
                  overrides=_mapping(merged.get("overrides"), "overrides", where), cells=cells,
-                 figure_rows=list(figure_rows), figure_mark=None if mark is None else str(mark),
-                 figure_beside=None if beside is None else str(beside))
+                 figure_rows=list(figure_rows), figure_mark=None if mark is None else str(mark))
 
 
 def load_table(name_or_path: str) -> Table:

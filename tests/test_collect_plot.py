@@ -163,9 +163,10 @@ def test_a_run_made_with_other_settings_is_left_out_and_named(table, tmp_path):
     assert row.startswith("| baseline | 90.00") and "n=1/2" in row  # seed 0 alone, not the mean with 50.0
 
 
-def test_plot_beside_draws_another_tables_rows_in_the_same_columns(table, tmp_path, capsys):
-    """figure: {beside: TABLE} (plot.py --beside): the comparison figure of issue 25, every automatic method's
-    effective LR with AutoWU's and the baseline's of another table, matched by column (the batch size)."""
+def test_plot_draws_the_compare_rows_beside_the_tables_own(table, tmp_path, capsys):
+    """compare: {rows: ...} is also the figure's (plot.py; --beside TABLE overrides it): the comparison figure of
+    issue 25, every automatic method's effective LR with AutoWU's and the baseline's of another table, matched by
+    column (the batch size)."""
     other = tmp_path / "methods.yaml"
     other.write_text(textwrap.dedent(f"""
         title: Methods
@@ -174,24 +175,34 @@ def test_plot_beside_draws_another_tables_rows_in_the_same_columns(table, tmp_pa
         columns: [256, 4096]
         rows:
           prodigy: {{opt: prodigy}}
-        figure: {{rows: [prodigy], beside: {table.path}}}
+        figure: {{rows: [prodigy]}}
+        compare: {{rows: {{table: {table.path}, rows: [autowu-cos]}}}}
         """))
     methods = sweep.load_table(str(other))
-    assert methods.blocks[0].figure_beside == table.path
     fake_run(tmp_path / "runs" / "methods" / "prodigy_b256_s0", 91.0, peak=0.003)
     fake_run(tmp_path / "runs" / "tbl" / "autowu-cos_b256_s0", 93.0, switch_epoch=1.5)
+    fake_run(tmp_path / "runs" / "tbl" / "baseline_b256_s0", 92.0)  # not a compare row: not drawn by default
     fake_run(tmp_path / "runs" / "tbl" / "baseline_b1024_s0", 90.0)  # a column the methods table lacks: left out
-    rows, runs = plot.runs_beside(table, methods.blocks[0], str(tmp_path / "runs"), ["prodigy"])
+    rows, runs = plot.runs_beside(table, methods.blocks[0], str(tmp_path / "runs"), ["prodigy"], ["autowu-cos"])
+    assert rows == ["autowu-cos"] and {(r.row, r.column) for r in runs} == {("autowu-cos", "256")}
+    rows, runs = plot.runs_beside(table, methods.blocks[0], str(tmp_path / "runs"), ["prodigy"])  # --beside TABLE
     assert rows == ["baseline", "autowu-cos"] and {r.column for r in runs} <= {"256", "4096"}
-    assert plot.main([str(other), "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "fig")]) == 0
+    drawn = []
+    real_draw = plot.draw_block
+    plot.draw_block = lambda t, b, rs, rows, val=False: drawn.append(rows) or real_draw(t, b, rs, rows, val)
+    try:
+        assert plot.main([str(other), "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "fig")]) == 0
+    finally:
+        plot.draw_block = real_draw
+    assert drawn == [["prodigy", "autowu-cos"]]
     fig = plot.draw_block(methods, methods.blocks[0], sweep.expand(methods, str(tmp_path / "runs")) + runs,
                           ["prodigy", *rows])
     labels = [l.get_label() for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")]
-    assert labels == ["prodigy", "autowu-cos"]
+    assert labels == ["prodigy", "baseline", "autowu-cos"]
     assert (tmp_path / "fig" / "methods.png").read_bytes()[:4] == b"\x89PNG"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(other.read_text().replace(f"beside: {table.path}", "beside: no_such_table"))
-    with pytest.raises(sweep.TableError, match="figure beside 'no_such_table'"):
+    bad.write_text(other.read_text().replace("figure: {rows: [prodigy]}", "figure: {rows: [prodigy], beside: tbl}"))
+    with pytest.raises(sweep.TableError, match=r"figure takes rows and mark; unknown \['beside'\] .*compare"):
         sweep.load_table(str(bad))
 
 
