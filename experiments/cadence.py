@@ -33,7 +33,7 @@ import glob
 import json
 import math
 import multiprocessing
-import shutil
+import re
 import sys
 import time
 import warnings
@@ -417,13 +417,19 @@ def import_recorded(run_root: str, out_dir: str = WARMUPS_DIR) -> None:
                 w.writerow((r["step"], f"{float(r['lr']):.6g}", f"{float(r['loss']):.5g}"))
         # the run's full settings beside the curve: its command stays reproducible even when the recording was
         # resumed (env.json then holds the resume's command line, not the settings)
-        shutil.copyfile(os.path.join(rundir, "args.yaml"), os.path.join(out_dir, f"{name}.args.yaml"))
+        # with the output the command below names, not the recording machine's folder
+        output = f"runs/cadence_record/{name}"
+        with open(os.path.join(rundir, "args.yaml")) as f:
+            text = f.read()
+        text = re.sub(r"(?m)^output: .*$", lambda _: f"output: {output}", text)
+        with open(os.path.join(out_dir, f"{name}.args.yaml"), "w") as f:
+            f.write(text)
         rel = os.path.relpath(os.path.join(out_dir, f"{name}.args.yaml"), ROOT)
         meta = {"finished": os.path.isfile(os.path.join(rundir, "results.json")), "batch_size": args["batch_size"],
                 "opt": args["opt"], "model": args["model"], "dataset": args["dataset"],
                 "train_subset": args["train_subset"], "seed": args["seed"], "steps_per_epoch": spe,
                 "warmup_steps": warmup, "recorded_steps": len(rows),
-                "command": f"python train.py --config {rel} --output runs/cadence_record/{name}"}
+                "command": f"python train.py --config {rel} --output {output}"}
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(meta, f, indent=1)
         print(f"{name}: {len(rows)} of {warmup} warmup steps, {spe} steps/epoch, finished: {meta['finished']}")
