@@ -728,3 +728,12 @@ def compare_unknown_rows(p):
     out = p.path("page.md")
     return _refused_writing_nothing(p, p.script("collect.py", str(t), "--runs-dir", str(p.path("runs")), "--out",
                                                 str(out)), "autowu-kos", out)
+
+
+@case("scripts", "plot.py: a table whose figure names another table with the old key beside (now compare's)")
+def figure_beside_key(p):
+    other = _table(p, name="other")
+    t = _table(p, TABLE + f"figure: {{rows: [baseline], beside: {other}}}\n")
+    out = p.path("figs")
+    return _refused_writing_nothing(p, p.script("plot.py", str(t), "--runs-dir", str(p.path("runs")), "--out-dir",
+                                                str(out)), ["beside", "compare"], out)
