@@ -304,6 +304,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                          "from), (η_max/η_min)^((switch step − t*)/W), mean over the seeds that switched by the GP "
                          "test; in brackets the warmup's LR growth per epoch:")
             lines += [""] + header + [o for o in overs if "x (warmup" in o] + [""]
+        lines += cost_lines(block, row_names, cells, results, header)
         beside = paper_beside(table, block, means)
         if beside:
             lines += beside
@@ -378,6 +379,53 @@ def compare_rows(table: Table, runs_dir: str) -> tuple[dict[str, list[tuple[str,
                      + (f"; {finished} of {len(runs)} grid runs finished" if finished < len(runs) else "") + ")")
             out[block.name].append((label, {column: cells[best]}))
     return dict(out), results, notes
+
+
+def run_cost(res: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(training wall time in minutes, the method's extra forward passes over the training forwards, the LR its
+    test found) of one results.json; None where the run does not say. The extra forwards are the LR range test's
+    steps (before training) and AutoLR's probe forwards; the training forwards are the optimizer steps times the
+    micro-batches per step."""
+    wall = float(res["wall_time_s"]) / 60 if is_number(res.get("wall_time_s")) else None
+    split = res.get("split") if isinstance(res.get("split"), dict) else {}
+    forwards = (res.get("steps") or 0) * (split.get("accum_steps") or 1) if is_number(res.get("steps")) else 0
+    extra = found = None
+    test = res.get("range_test")
+    if isinstance(test, dict) and is_number(test.get("forward_passes")) and forwards:
+        extra = float(test["forward_passes"]) / forwards
+        found = float(test["lr"]) if is_number(test.get("lr")) else None
+    autolr = res.get("autolr")
+    if isinstance(autolr, dict) and is_number(autolr.get("overhead")):
+        extra = float(autolr["overhead"])
+    return wall, extra, found
+
+
+def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], list[Run]],
+               results: dict[str, Optional[dict]], header: list[str]) -> list[str]:
+    """The cost table of a block with a method that spends forwards of its own (an LR range test, AutoLR's probes):
+    per row and column, the mean wall time of a run, the extra forwards, and the LR the range test found."""
+    table_rows = []
+    for row in row_names:
+        out = [row]
+        for c in block.columns:
+            got = [run_cost(results[r.output]) for r in cells[(row, c.key)] if results[r.output]]
+            walls = [g[0] for g in got if g[0] is not None]
+            extras = [g[1] for g in got if g[1] is not None]
+            found = [g[2] for g in got if g[2] is not None]
+            parts = [f"{statistics.mean(walls):.1f} min"] if walls else []
+            if extras:
+                parts.append(f"+{100 * statistics.mean(extras):.2g}% forwards")
+            if found:
+                parts.append(f"LR found {statistics.mean(found):.3g}"
+                             + (f" ({min(found):.3g}-{max(found):.3g})" if len(found) > 1 else ""))
+            out.append("; ".join(parts) or "–")
+        table_rows.append((out, any("forwards" in cell for cell in out[1:])))
+    if not any(extra for _, extra in table_rows):
+        return []
+    return (["Cost per run, mean over seeds: training wall time (each run's hardware and load: see the records), the "
+             "forward passes a method spends besides training (the LR range test's steps, AutoLR's probes) as a "
+             "fraction of the training forwards, and the LR the range test found (range over seeds):", ""]
+            + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
 
 
 def screen_lines(table: Table, block: Block, cells: dict[tuple[str, str], list[Run]],

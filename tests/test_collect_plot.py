@@ -16,7 +16,8 @@ from experiments import collect, plot, sweep  # noqa: E402
 
 
 def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, status: str = "finished",
-             steps_per_epoch: int = 10, epochs: int = 4, peak: float = 0.01, config: dict | None = None) -> None:
+             steps_per_epoch: int = 10, epochs: int = 4, peak: float = 0.01, config: dict | None = None,
+             extra: dict | None = None) -> None:
     """A finished run: LR rises to ``peak`` (AutoWU: until the switch, then decays from ``peak / 2``)."""
     out.mkdir(parents=True)
     total = steps_per_epoch * epochs
@@ -41,7 +42,8 @@ def fake_run(out: Path, top1: float, *, switch_epoch: float | None = None, statu
         (out / "events.jsonl").write_text(json.dumps(switch) + "\n")
     (out / "results.json").write_text(json.dumps({
         "status": status, "final_top1": top1, "best_top1": top1, "switch": switch, "wall_time_s": 30.0,
-        "epochs": epochs, "steps": total, "hardware": "cpu: test", **({"config": config} if config else {})}))
+        "epochs": epochs, "steps": total, "hardware": "cpu: test", **({"config": config} if config else {}),
+        **(extra or {})}))
 
 
 @pytest.fixture()
@@ -204,6 +206,38 @@ def test_plot_draws_the_compare_rows_beside_the_tables_own(table, tmp_path, caps
     bad.write_text(other.read_text().replace("figure: {rows: [prodigy]}", "figure: {rows: [prodigy], beside: tbl}"))
     with pytest.raises(sweep.TableError, match=r"figure takes rows and mark; unknown \['beside'\] .*compare"):
         sweep.load_table(str(bad))
+
+
+def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_path):
+    """A block with an LR range test or AutoLR gets a cost table: wall time, the extra forwards over the training
+    forwards (steps x micro-batches per step), the LR the range test found; a table without such a run gets none."""
+    path = tmp_path / "meth.yaml"
+    path.write_text(textwrap.dedent("""
+        title: Methods
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns: [256]
+        rows:
+          baseline: {sched: baseline}
+          range-test: {sched: range-test-cos}
+          autolr: {sched: autolr}
+        """))
+    t = sweep.load_table(str(path))
+    runs = tmp_path / "runs" / "meth"
+    fake_run(runs / "baseline_b256_s0", 90.0)
+    assert "Cost per run" not in collect.collect(t, str(tmp_path / "runs"))
+    split = {"batch_size": 256, "micro_batch": 128, "world_size": 1, "accum_steps": 2}  # 80 training forwards
+    for seed, lr in ((0, 0.002), (1, 0.004)):
+        fake_run(runs / f"range-test_b256_s{seed}", 91.0, extra={"split": split, "range_test": {
+            "type": "range-test", "lr": lr, "steps": 4, "forward_passes": 8, "seconds": 1.0}})
+    fake_run(runs / "autolr_b256_s0", 89.0, extra={"autolr": {"extra_forward_passes": 12, "overhead": 0.3,
+                                                               "compute_overhead": 0.1}})
+    text = collect.collect(t, str(tmp_path / "runs"))
+    assert "Cost per run" in text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ") and "min" in line}
+    assert rows["| range-test"].endswith("| 0.5 min; +10% forwards; LR found 0.003 (0.002-0.004) |")
+    assert rows["| autolr"].endswith("| 0.5 min; +30% forwards |")
+    assert rows["| baseline"].endswith("| 0.5 min |")
 
 
 def screen_table(tmp_path, screen: str = "") -> "sweep.Table":
