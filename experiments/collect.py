@@ -218,8 +218,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
             for col, rs in by_column.items():
                 cells[(label, col)] = rs
         for (row, col), rs in cells.items():
-            vals = [results[r.output].get(table.metric) for r in rs if results[r.output] is not None]
-            vals = [float(v) for v in vals if is_number(v)]
+            vals = cell_values(table, rs, results)
             if vals:
                 means[(row, col)] = statistics.mean(vals)
         for row in row_names:
@@ -262,6 +261,9 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
             lines.append("| " + " | ".join(out) + " |")
         lines.append("")
         lines += screen_lines(table, block, cells, results)
+        header = ["| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        lines += versus_lines(table, block, row_names, cells, results, header)
         starts, overs = [], []
         for row in row_names:
             out, over = [row], [row]
@@ -292,8 +294,6 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                             + (f" n={len(factors)}" if len(factors) < len(res) else "") if factors else "–")
             starts.append("| " + " | ".join(out) + " |")
             overs.append("| " + " | ".join(over) + " |")
-        header = ["| Schedule | " + " | ".join(f"{block.column_header} {c.header}" for c in cols) + " |",
-                  "|---|" + "---|" * len(cols)]
         if any(cell.strip() != "–" for line in starts for cell in line.strip("| ").split(" | ")[1:]):
             lines.append("Decay-start LR @ epoch (AutoWU: LR η_t* set at the switch and the epoch of the switch, "
                          "with the switch's reason when it was not the GP test; baseline: peak LR and the epoch it "
@@ -428,6 +428,97 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
             + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
 
 
+def cell_values(table: Table, runs: list[Run], results: dict[str, Optional[dict]]) -> list[float]:
+    """The metric of each finished run of a cell (runs without a number left out)."""
+    got = [results[r.output].get(table.metric) for r in runs if results[r.output] is not None]
+    return [float(v) for v in got if is_number(v)]
+
+
+def versus_lines(table: Table, block: Block, row_names: list[str], cells: dict[tuple[str, str], list[Run]],
+                 results: dict[str, Optional[dict]], header: list[str]) -> list[str]:
+    """The table's ``versus`` key for one block, from its finished runs: each row minus ``row`` in every column with a
+    verdict (better / worse where the difference exceeds std-factor x the larger sample std of the two cells, else
+    within noise; pending while a run of either cell is missing; no verdict between two single runs), the share of
+    ``row``'s small -> large gap each row recovers at the large column, and each row against the oracle (compare's
+    best grid cell) at its column, against std-factor x the row's std."""
+    spec = table.versus
+    if not spec:
+        return []
+    base, k = spec["row"], spec["std-factor"]
+
+    def vals(row: str, col: str) -> list[float]:
+        return cell_values(table, cells[(row, col)], results)
+
+    def std(v: list[float]) -> Optional[float]:
+        return statistics.stdev(v) if len(v) > 1 else None
+
+    out = [f"Against `{base}` (computed by collect.py from the runs above): each row minus `{base}` in its column, "
+           f"**better** / **worse** where the difference exceeds {k:g} × the larger seed std of the two cells (the "
+           "noise, in brackets; a cell of one run, such as a grid's, counts the other's std alone), else within "
+           "noise; pending while a run of either cell is missing:", ""] + header
+    for row in row_names:
+        if row == base:
+            continue
+        line = [row]
+        for c in block.columns:
+            a, b = vals(row, c.key), vals(base, c.key)
+            if not a or not b:
+                line.append("–")
+                continue
+            d = statistics.mean(a) - statistics.mean(b)
+            stds = [x for x in (std(a), std(b)) if x is not None]
+            if len(a) < len(cells[(row, c.key)]) or len(b) < len(cells[(base, c.key)]):
+                verdict = f"pending (n={len(a)}/{len(cells[(row, c.key)])}, {len(b)}/{len(cells[(base, c.key)])})"
+            elif not stds:
+                verdict = "one run each: no verdict"
+            else:
+                need = k * max(stds)
+                verdict = (f"**better** ({need:.2f})" if d > need else f"**worse** ({need:.2f})" if d < -need
+                           else f"within noise ({need:.2f})")
+            line.append(f"{d:+.2f} {verdict}")
+        out.append("| " + " | ".join(line) + " |")
+    if all(cell == "–" for line in out[len(header) + 2:] for cell in line.strip("| ").split(" | ")[1:]):
+        out = []  # no pair of cells yet
+    else:
+        out.append("")
+    gap = spec.get("gap")
+    if gap:
+        small, large = vals(base, gap["small"]), vals(base, gap["large"])
+        if small and large and statistics.mean(small) > statistics.mean(large):
+            g = statistics.mean(small) - statistics.mean(large)
+            parts = []
+            for row in row_names:
+                v = vals(row, gap["large"])
+                if row != base and v:
+                    parts.append(f"{row} {100 * (statistics.mean(v) - statistics.mean(large)) / g:+.0f}%"
+                                 + (f" (n={len(v)})" if len(v) < len(block.seeds) else ""))
+            if parts:
+                out += [f"Share of `{base}`'s {g:.2f}-point gap from `{gap['small']}` to `{gap['large']}` that each "
+                        f"row recovers at `{gap['large']}` ((row − {base}) / gap, means; negative: it widens the gap): "
+                        + "; ".join(parts) + ".",
+                        ""]
+    for oracle in (r for r in row_names if r.startswith("oracle:")):
+        for c in block.columns:
+            best = vals(oracle, c.key)
+            if not best:
+                continue
+            parts = []
+            for row in row_names:
+                v = vals(row, c.key)
+                if row == oracle or row.startswith("oracle:") or not v:
+                    continue
+                d = statistics.mean(best) - statistics.mean(v)
+                s = std(v)
+                missing = len(v) < len(cells[(row, c.key)])
+                parts.append(f"{row} {d:+.2f}" + (f" ({'within' if d <= k * s else 'outside'} {k:g} × its std = "
+                                                  f"{k * s:.2f})" if s is not None else " (one run)")
+                             + (f" pending (n={len(v)}/{len(cells[(row, c.key)])})" if missing else ""))
+            if parts:
+                out += [f"The oracle ({oracle[len('oracle: '):]}) minus each row at `{c.key}`: " + "; ".join(parts)
+                        + ".", ""]
+    return out
+
+
 def screen_lines(table: Table, block: Block, cells: dict[tuple[str, str], list[Run]],
                  results: dict[str, Optional[dict]]) -> list[str]:
     """The table's ``screen`` pass rule for one block, computed from its finished runs: (a) the large-batch gap
@@ -440,8 +531,7 @@ def screen_lines(table: Table, block: Block, cells: dict[tuple[str, str], list[R
     row, n_all = spec["row"], len(block.seeds)
 
     def vals(col: str) -> list[float]:
-        got = [results[r.output].get(table.metric) for r in cells[(row, col)] if results[r.output] is not None]
-        return [float(v) for v in got if is_number(v)]
+        return cell_values(table, cells[(row, col)], results)
 
     def cell(col: str) -> str:
         v = vals(col)

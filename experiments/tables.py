@@ -22,6 +22,8 @@ optional; ``blocks`` repeats the per-block keys for tables with several dataset 
     paper-beside: {csv: results/paper/table1.csv, block: cifar10_resnet18, label: "CIFAR-10"}  # shape, not values
     screen: {row: baseline, gap: {small: "256", large: 16K, at-least: 1.5},   # a screen's pass rule, computed per
              better: {than: 16K, cells: [16K-wu33], std-factor: 2}}          # block by collect.py (proxy_screen)
+    versus: {row: baseline, std-factor: 2, gap: {small: "256", large: 16K}}  # each row minus the baseline with a
+                                             # verdict, and the share of the baseline's 256 -> 16K gap recovered
     compare: {rows: {table: paper_regime, rows: [baseline, autowu-cos]},   # another table's rows in this table's
               oracle: {table: paper_regime_grid, column: 16384}}           # columns (on the page and plot.py's
                                                                            # figure), and the best cell of a grid
@@ -47,7 +49,8 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(ROOT, "configs", "tables")
 BLOCK_KEYS = {"label", "base", "seeds", "columns", "column-header", "rows", "overrides", "cells", "figure"}
-TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside", "screen", "compare"}
+TABLE_KEYS = BLOCK_KEYS | {"title", "caption", "paper", "metric", "blocks", "paper-beside", "screen", "compare",
+                          "versus"}
 RECORDS_DIR = os.path.join("results", "runs")   # compact records of finished runs, committed (experiments/records.py)
 NAME_OK = re.compile(r"[A-Za-z0-9_.+-]+")     # row, column and block names: parts of a run directory's name
 METRICS = ("final_top1", "final_top5", "best_top1", "best_top5")  # the numbers of results.json a table may report
@@ -125,6 +128,7 @@ class Table:
     blocks: list[Block]
     paper_beside: Optional[dict] = None   # {csv, block, label, baseline}: another setting's cells, for the shape
     screen: Optional[dict] = None         # {row, gap: {small, large, at-least}, better: {than, cells, std-factor}}
+    versus: Optional[dict] = None         # {row, std-factor, gap: {small, large}}: every row against ``row``
     compare: Optional[dict] = None        # {rows: {table, rows}, oracle: {table, column}}, each optional
 
 
@@ -341,6 +345,7 @@ def load_table(name_or_path: str) -> Table:
             raise TableError(f"{path}: paper-beside takes csv, block, label, baseline; unknown {sorted(unknown)}")
     screen = _screen(spec.get("screen"), blocks, path) if spec.get("screen") is not None else None
     compare = _compare(spec.get("compare"), blocks, path) if spec.get("compare") is not None else None
+    versus = _versus(spec.get("versus"), blocks, path, compare) if spec.get("versus") is not None else None
     metric = str(spec.get("metric", "final_top1"))
     if metric not in METRICS:
         raise TableError(f"{path}: metric {metric!r} is not a number results.json records; use one of "
@@ -348,7 +353,7 @@ def load_table(name_or_path: str) -> Table:
     name = os.path.splitext(os.path.basename(path))[0]
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
                  paper=paper, metric=metric, blocks=blocks, paper_beside=beside, screen=screen,
-                 compare=compare)
+                 compare=compare, versus=versus)
 
 
 def _compare(value: Any, blocks: list[Block], path: str) -> dict:
@@ -383,6 +388,41 @@ def _compare(value: Any, blocks: list[Block], path: str) -> dict:
     return out
 
 
+def _check_names(row: str, columns: list[str], blocks: list[Block], path: str, key: str,
+                 more_rows: tuple | list = ()) -> None:
+    """TableError unless every block has ``row`` (or it is one of ``more_rows``) and ``columns`` (a key's names
+    checked before any run)."""
+    for b in blocks:
+        keys, rows = [c.key for c in b.columns], [*b.rows, *more_rows]
+        wrong = [c for c in columns if c not in keys]
+        if row not in rows or wrong:
+            what = f"row {row!r}" if row not in rows else f"column(s) {', '.join(map(repr, wrong))}"
+            raise TableError(f"{path}: {key} names {what}, which block {b.name or '(the table)'!r} does not have; "
+                             f"its rows: {', '.join(rows)}; its columns: {', '.join(keys)}")
+
+
+def _versus(value: Any, blocks: list[Block], path: str, compare: Optional[dict]) -> dict:
+    """The ``versus`` key: every row (and compare's) against one row in each column, with a verdict (better / worse
+    where the difference exceeds std-factor x the larger seed std), and the share of ``row``'s gap from the small to
+    the large column that each row recovers at the large one (experiments/collect.py: versus_lines)."""
+    shape = "versus must be {row: ROW, std-factor: FACTOR, gap: {small: COLUMN, large: COLUMN}} (gap optional)"
+    if not (isinstance(value, dict) and {"row", "std-factor"} <= set(value) <= {"row", "std-factor", "gap"}
+            and isinstance(value["std-factor"], (int, float)) and not isinstance(value["std-factor"], bool)
+            and value["std-factor"] > 0):
+        raise TableError(f"{path}: {shape}, got {value!r}")
+    gap = value.get("gap")
+    if gap is not None and not (isinstance(gap, dict) and set(gap) == {"small", "large"}):
+        raise TableError(f"{path}: {shape}, got gap: {gap!r}")
+    row = str(value["row"])
+    if gap:  # a column by its key or its header (16384 or 16K)
+        keys = {c.header: c.key for c in blocks[0].columns} | {c.key: c.key for c in blocks[0].columns}
+        gap = {k: keys.get(str(gap[k]), str(gap[k])) for k in ("small", "large")}
+    compared = ([f"{r} ({os.path.splitext(os.path.basename(compare['rows']['table']))[0]})"
+                 for r in compare["rows"]["rows"]] if compare and "rows" in compare else [])
+    _check_names(row, list(gap.values()) if gap else [], blocks, path, "versus", compared)
+    return {"row": row, "std-factor": float(value["std-factor"]), "gap": gap}
+
+
 def _screen(value: Any, blocks: list[Block], path: str) -> dict:
     """The ``screen`` key: a pass rule on the table's cells (experiments/collect.py: screen_lines), checked here
     against every block's rows and columns so that a typo fails before any run, not when the page is built."""
@@ -397,14 +437,8 @@ def _screen(value: Any, blocks: list[Block], path: str) -> dict:
                     for v in (gap["at-least"], better["std-factor"]))):
         raise TableError(f"{path}: {shape}, got {value!r}")
     row = str(value["row"])
-    columns = [str(c) for c in (gap["small"], gap["large"], better["than"], *better["cells"])]
-    for b in blocks:
-        keys = [c.key for c in b.columns]
-        wrong = [c for c in columns if c not in keys]
-        if row not in b.rows or wrong:
-            what = f"row {row!r}" if row not in b.rows else f"column(s) {', '.join(map(repr, wrong))}"
-            raise TableError(f"{path}: screen names {what}, which block {b.name or '(the table)'!r} does not have; "
-                             f"its rows: {', '.join(b.rows)}; its columns: {', '.join(keys)}")
+    _check_names(row, [str(c) for c in (gap["small"], gap["large"], better["than"], *better["cells"])], blocks, path,
+                 "screen")
     return {"row": row, "gap": {"small": str(gap["small"]), "large": str(gap["large"]),
                                 "at-least": float(gap["at-least"])},
             "better": {"than": str(better["than"]), "cells": [str(c) for c in better["cells"]],

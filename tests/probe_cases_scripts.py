@@ -737,3 +737,10 @@ def figure_beside_key(p):
     out = p.path("figs")
     return _refused_writing_nothing(p, p.script("plot.py", str(t), "--runs-dir", str(p.path("runs")), "--out-dir",
                                                 str(out)), ["beside", "compare"], out)
+
+
+@case("scripts", "a table whose versus names a row that neither it nor compare has")
+def versus_unknown_row(p):
+    t = _table(p, TABLE + "versus: {row: basline, std-factor: 2}\n")
+    return _refused_writing_nothing(p, p.script("sweep.py", str(t), "--dry-run", "--runs-dir", str(p.path("runs"))),
+                                    ["versus", "basline"], p.path("runs"))

@@ -240,6 +240,55 @@ def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_pat
     assert rows["| baseline"].endswith("| 0.5 min |")
 
 
+def test_versus_gives_each_rows_difference_verdict_gap_share_and_oracle(tmp_path):
+    """versus: {row, std-factor, gap}: each row minus the baseline with the verdict of twice the larger seed std
+    (pending while a seed is missing), the share of the baseline's 256 -> 4096 gap recovered, and the oracle (a grid's
+    best cell, compare's) minus each row against twice the row's std."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent("""
+        title: Grid
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0]
+        columns: {lr0.01: {lr: 0.01}, lr0.02: {lr: 0.02}}
+        rows: {wu5: {warmup-epochs: 5}}
+        overrides: {batch-size: 4096}
+        """))
+    path = tmp_path / "vs.yaml"
+    path.write_text(textwrap.dedent(f"""
+        title: Versus
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns: [256, 4096]
+        rows: {{baseline: {{sched: baseline}}, autowu-cos: {{sched: autowu-cos}}, other: {{sched: constant}}}}
+        versus: {{row: baseline, std-factor: 2, gap: {{small: "256", large: 4K}}}}
+        compare: {{oracle: {{table: {grid}, column: 4096}}}}
+        """))
+    t = sweep.load_table(str(path))
+    assert t.versus == {"row": "baseline", "std-factor": 2.0, "gap": {"small": "256", "large": "4096"}}
+    runs = tmp_path / "runs"
+    for name, top1 in (("baseline_b256_s0", 93.0), ("baseline_b256_s1", 93.2), ("baseline_b4096_s0", 91.0),
+                       ("baseline_b4096_s1", 91.2), ("autowu-cos_b4096_s0", 91.9), ("autowu-cos_b4096_s1", 92.1),
+                       ("other_b4096_s0", 91.0), ("other_b4096_s1", 91.4), ("autowu-cos_b256_s0", 93.5)):
+        fake_run(runs / "vs" / name, top1)
+    fake_run(runs / "grid" / "wu5_lr0.01_s0", 92.2)
+    fake_run(runs / "grid" / "wu5_lr0.02_s0", 92.0)
+    text = collect.collect(t, str(runs))
+    part = text[text.index("Against `baseline`"):text.index("Share of")]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in part.splitlines() if line.startswith("| ")}
+    # 2 x the larger std: 2 x 0.1414 = 0.28 (baseline), 2 x 0.2828 = 0.57 (other)
+    assert rows["autowu-cos"] == ["+0.40 pending (n=1/2, 2/2)", "+0.90 **better** (0.28) |"]
+    assert rows["other"] == ["–", "+0.10 within noise (0.57) |"]
+    assert "autowu-cos +45%" in text and "other +5%" in text  # of the 2.00-point gap
+    assert "2.00-point gap from `256` to `4096`" in text
+    oracle = next(line for line in text.splitlines() if line.startswith("The oracle"))
+    assert "(wu5, lr0.01" in oracle and "baseline +1.10 (outside 2 × its std = 0.28)" in oracle
+    assert "autowu-cos +0.20 (within 2 × its std = 0.28)" in oracle
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text().replace("row: baseline, std-factor", "row: base, std-factor"))
+    with pytest.raises(sweep.TableError, match="versus names row 'base'"):
+        sweep.load_table(str(bad))
+
+
 def screen_table(tmp_path, screen: str = "") -> "sweep.Table":
     path = tmp_path / "scr.yaml"
     path.write_text(textwrap.dedent("""
