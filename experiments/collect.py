@@ -32,7 +32,9 @@ import sys
 from collections import defaultdict
 from typing import Any, Optional
 
+from framework.engine import batchnorm_recompute_forwards
 from framework.io import read_steps
+from framework.optim import MODE_OPTIMIZERS
 
 from .records import REUSED_FROM
 from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand, get_train_parser,
@@ -384,8 +386,9 @@ def compare_rows(table: Table, runs_dir: str) -> tuple[dict[str, list[tuple[str,
 def run_cost(res: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
     """(training wall time in minutes, the method's extra forward passes over the training forwards, the LR its
     test found) of one results.json; None where the run does not say. The extra forwards are the LR range test's
-    steps (before training) and AutoLR's probe forwards; the training forwards are the optimizer steps times the
-    micro-batches per step."""
+    steps (before training), AutoLR's probe forwards, and Schedule-Free's BatchNorm recomputes before each
+    validation (train.py's rule; every model of these tables has BatchNorm); the training forwards are the optimizer
+    steps times the micro-batches per step."""
     wall = float(res["wall_time_s"]) / 60 if is_number(res.get("wall_time_s")) else None
     split = res.get("split") if isinstance(res.get("split"), dict) else {}
     forwards = (res.get("steps") or 0) * (split.get("accum_steps") or 1) if is_number(res.get("steps")) else 0
@@ -397,12 +400,19 @@ def run_cost(res: dict) -> tuple[Optional[float], Optional[float], Optional[floa
     autolr = res.get("autolr")
     if isinstance(autolr, dict) and is_number(autolr.get("overhead")):
         extra = float(autolr["overhead"])
+    config = res.get("config") if isinstance(res.get("config"), dict) else {}
+    epochs = res.get("epochs")
+    if config.get("opt") in MODE_OPTIMIZERS and forwards and is_number(epochs) and epochs > 0 \
+            and is_number(config.get("val_interval")):  # BatchNorm recomputed before each validation
+        spent = batchnorm_recompute_forwards(int(epochs), int(config["val_interval"]), forwards // int(epochs))
+        extra = (extra or 0.0) + spent / forwards
     return wall, extra, found
 
 
 def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], list[Run]],
                results: dict[str, Optional[dict]], header: list[str]) -> list[str]:
-    """The cost table of a block with a method that spends forwards of its own (an LR range test, AutoLR's probes):
+    """The cost table of a block with a method that spends forwards of its own (an LR range test, AutoLR's probes,
+    Schedule-Free's BatchNorm recomputes):
     per row and column, the mean wall time of a run, the extra forwards, and the LR the range test found."""
     table_rows = []
     for row in row_names:
@@ -423,7 +433,8 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
     if not any(extra for _, extra in table_rows):
         return []
     return (["Cost per run, mean over seeds: training wall time (each run's hardware and load: see the records), the "
-             "forward passes a method spends besides training (the LR range test's steps, AutoLR's probes) as a "
+             "forward passes a method spends besides training (the LR range test's steps, AutoLR's probes, "
+             "Schedule-Free's BatchNorm recomputes before each validation, at most 50 micro-batches) as a "
              "fraction of the training forwards, and the LR the range test found (range over seeds):", ""]
             + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
 

@@ -157,6 +157,9 @@ def set_optimizer_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
         (optimizer.train if train else optimizer.eval)()
 
 
+MODE_OPTIMIZERS = ("schedulefree_adamw",)  # --opt names whose optimizer has train/eval modes (uses_optimizer_modes)
+
+
 def uses_optimizer_modes(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` has Schedule-Free's train/eval modes."""
     return callable(getattr(optimizer, "eval", None)) and "train_mode" in optimizer.param_groups[0]

@@ -221,6 +221,7 @@ def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_pat
           baseline: {sched: baseline}
           range-test: {sched: range-test-cos}
           autolr: {sched: autolr}
+          schedulefree: {opt: schedulefree_adamw, sched: constant}
         """))
     t = sweep.load_table(str(path))
     runs = tmp_path / "runs" / "meth"
@@ -232,12 +233,17 @@ def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_pat
             "type": "range-test", "lr": lr, "steps": 4, "forward_passes": 8, "seconds": 1.0}})
     fake_run(runs / "autolr_b256_s0", 89.0, extra={"autolr": {"extra_forward_passes": 12, "overhead": 0.3,
                                                                "compute_overhead": 0.1}})
+    # Schedule-Free: BatchNorm recomputed before each validation (epochs 1 and 3 of 4 with val_interval 2), at most
+    # one epoch (20 micro-batches): 2 x 20 of 80 training forwards
+    fake_run(runs / "schedulefree_b256_s0", 90.0, config={"opt": "schedulefree_adamw", "sched": "constant",
+                                                          "val_interval": 2}, extra={"split": split})
     text = collect.collect(t, str(tmp_path / "runs"))
     assert "Cost per run" in text
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ") and "min" in line}
     assert rows["| range-test"].endswith("| 0.5 min; +10% forwards; LR found 0.003 (0.002-0.004) |")
     assert rows["| autolr"].endswith("| 0.5 min; +30% forwards |")
     assert rows["| baseline"].endswith("| 0.5 min |")
+    assert rows["| schedulefree"].endswith("| 0.5 min; +50% forwards |")
 
 
 def test_versus_gives_each_rows_difference_verdict_gap_share_and_oracle(tmp_path):
