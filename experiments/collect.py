@@ -433,9 +433,10 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
     if not any(extra for _, extra in table_rows):
         return []
     return (["Cost per run, mean over seeds: training wall time (each run's hardware and load: see the records), the "
-             "forward passes a method spends besides training (the LR range test's steps, AutoLR's probes, "
-             "Schedule-Free's BatchNorm recomputes before each validation, at most 50 micro-batches) as a "
-             "fraction of the training forwards, and the LR the range test found (range over seeds):", ""]
+             "forward passes a method spends besides training as a fraction of the training forwards (the LR range "
+             "test's steps, each a forward and a backward like a training step; AutoLR's probes and Schedule-Free's "
+             "BatchNorm recomputes before each validation, at most 50 micro-batches, forward only), and the LR the "
+             "range test found (range over seeds):", ""]
             + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
 
 
