@@ -372,7 +372,7 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     for i in range(len(warm)):
         for j in range(len(lrs)):
             text = f"{values[i, j]:.2f}" if counts[i, j] else "–"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+            ax.text(j, i - (0.3 if marks else 0.0), text, ha="center", va="center", fontsize=8,  # below the marks
                     color="w" if counts[i, j] and values[i, j] < np.nanmean(values) else "k")
     ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
     ax.set_yticks(range(len(warm)), [f"{v:g}" for v in warm])
