@@ -306,7 +306,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                          "from), (η_max/η_min)^((switch step − t*)/W), mean over the seeds that switched by the GP "
                          "test; in brackets the warmup's LR growth per epoch:")
             lines += [""] + header + [o for o in overs if "x (warmup" in o] + [""]
-        lines += cost_lines(block, row_names, cells, results, header)
+        lines += cost_lines(block, list(block.rows), cells, results, header)  # not compare's: other sessions
         beside = paper_beside(table, block, means)
         if beside:
             lines += beside
@@ -436,7 +436,9 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
              "forward passes a method spends besides training as a fraction of the training forwards (the LR range "
              "test's steps, each a forward and a backward like a training step; AutoLR's probes and Schedule-Free's "
              "BatchNorm recomputes before each validation, at most 50 micro-batches, forward only), and the LR the "
-             "range test found (range over seeds):", ""]
+             "range test found (range over seeds). The table's own rows only: the rows of another table ran in "
+             "other sessions, on other code and load, so their wall times do not compare (AutoWU and the baseline "
+             "spend no forwards besides training):", ""]
             + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
 
 
