@@ -39,8 +39,8 @@ from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import (DistInfo, Heartbeat, agree_on_resume, any_rank, barrier, check_ranks_agree,
                                    cleanup, init_distributed)
-from framework.engine import (BN_RECOMPUTE_MAX_BATCHES, AmpGrad, StopFlag, TrainStats, evaluate, recompute_batchnorm,
-                              train_one_epoch, validates)
+from framework.engine import (AmpGrad, StopFlag, TrainStats, batchnorm_recompute_batches, evaluate,
+                              recompute_batchnorm, train_one_epoch, validates)
 from framework.logger import RunLogger
 from framework.models import build_model, check_input
 from framework.optim import (OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults,
@@ -618,8 +618,8 @@ def loop(run: Run, p: Plan, stop: StopFlag) -> str:
             set_optimizer_mode(run.optimizer, train=False)  # Schedule-Free: evaluate the averaged weights x,
             if uses_optimizer_modes(run.optimizer):     # with BatchNorm statistics recomputed for them
                 recompute_batchnorm(run.model, data.new_train_loader(), run.amp, info.device, args.channels_last,
-                                    max_batches=min(BN_RECOMPUTE_MAX_BATCHES,
-                                                    data.steps_per_epoch * data.split.accum_steps))
+                                    max_batches=batchnorm_recompute_batches(
+                                        data.steps_per_epoch * data.split.accum_steps))
             metrics = evaluate(run.model, data.val, run.amp, info, args.channels_last, stop=stop)
             if metrics.get("stopped"):  # a signal during validation: the resumed run validates this epoch
                 return preempted()

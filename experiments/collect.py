@@ -37,8 +37,8 @@ from framework.io import read_steps
 from framework.optim import MODE_OPTIMIZERS
 
 from .records import REUSED_FROM
-from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, expand, get_train_parser,
-                     load_table, steps_per_epoch)
+from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, compared_label, expand,
+                     get_train_parser, load_table, steps_per_epoch)
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
 FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
@@ -358,7 +358,7 @@ def compare_rows(table: Table, runs_dir: str) -> tuple[dict[str, list[tuple[str,
                 continue
             runs = read(other, block.name, spec["rows"]["rows"])
             for row in spec["rows"]["rows"]:
-                out[block.name].append((f"{row} ({other.name})", {
+                out[block.name].append((compared_label(row, other.name), {
                     c.key: [r for r in runs if r.row == row and r.column == c.key] for c in block.columns}))
     if "oracle" in spec:
         grid, column = load_table(spec["oracle"]["table"]), spec["oracle"]["column"]
@@ -414,13 +414,14 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
     """The cost table of a block with a method that spends forwards of its own (an LR range test, AutoLR's probes,
     Schedule-Free's BatchNorm recomputes):
     per row and column, the mean wall time of a run, the extra forwards, and the LR the range test found."""
-    table_rows = []
+    table_rows, any_extra = [], False
     for row in row_names:
         out = [row]
         for c in block.columns:
             got = [run_cost(results[r.output]) for r in cells[(row, c.key)] if results[r.output]]
             walls = [g[0] for g in got if g[0] is not None]
             extras = [g[1] for g in got if g[1] is not None]
+            any_extra = any_extra or bool(extras)
             found = [g[2] for g in got if g[2] is not None]
             parts = [f"{statistics.mean(walls):.1f} min"] if walls else []
             if extras:
@@ -429,8 +430,8 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
                 parts.append(f"LR found {statistics.mean(found):.3g}"
                              + (f" ({min(found):.3g}-{max(found):.3g})" if len(found) > 1 else ""))
             out.append("; ".join(parts) or "–")
-        table_rows.append((out, any("forwards" in cell for cell in out[1:])))
-    if not any(extra for _, extra in table_rows):
+        table_rows.append(out)
+    if not any_extra:
         return []
     return (["Cost per run, mean over seeds: training wall time (each run's hardware and load: see the records), the "
              "forward passes a method spends besides training as a fraction of the training forwards (the LR range "
@@ -439,7 +440,7 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
              "range test found (range over seeds). The table's own rows only: the rows of another table ran in "
              "other sessions, on other code and load, so their wall times do not compare (AutoWU and the baseline "
              "spend no forwards besides training):", ""]
-            + header + ["| " + " | ".join(out) + " |" for out, _ in table_rows] + [""])
+            + header + ["| " + " | ".join(out) + " |" for out in table_rows] + [""])
 
 
 def cell_values(table: Table, runs: list[Run], results: dict[str, Optional[dict]]) -> list[float]:
@@ -470,6 +471,7 @@ def versus_lines(table: Table, block: Block, row_names: list[str], cells: dict[t
            f"**better** / **worse** where the difference exceeds {k:g} × the larger seed std of the two cells (the "
            "noise, in brackets; a cell of one run, such as a grid's, counts the other's std alone), else within "
            "noise; pending while a run of either cell is missing:", ""] + header
+    compared = False
     for row in row_names:
         if row == base:
             continue
@@ -479,6 +481,7 @@ def versus_lines(table: Table, block: Block, row_names: list[str], cells: dict[t
             if not a or not b:
                 line.append("–")
                 continue
+            compared = True
             d = statistics.mean(a) - statistics.mean(b)
             stds = [x for x in (std(a), std(b)) if x is not None]
             if len(a) < len(cells[(row, c.key)]) or len(b) < len(cells[(base, c.key)]):
@@ -491,10 +494,7 @@ def versus_lines(table: Table, block: Block, row_names: list[str], cells: dict[t
                            else f"within noise ({need:.2f})")
             line.append(f"{d:+.2f} {verdict}")
         out.append("| " + " | ".join(line) + " |")
-    if all(cell == "–" for line in out[len(header) + 2:] for cell in line.strip("| ").split(" | ")[1:]):
-        out = []  # no pair of cells yet
-    else:
-        out.append("")
+    out = out + [""] if compared else []  # no pair of cells yet: no table
     gap = spec.get("gap")
     if gap:
         small, large = vals(base, gap["small"]), vals(base, gap["large"])

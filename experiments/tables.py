@@ -350,10 +350,25 @@ def load_table(name_or_path: str) -> Table:
     if metric not in METRICS:
         raise TableError(f"{path}: metric {metric!r} is not a number results.json records; use one of "
                          f"{', '.join(METRICS)}")
-    name = os.path.splitext(os.path.basename(path))[0]
+    name = table_name(path)
     return Table(name=name, path=path, title=str(spec["title"]), caption=str(spec.get("caption", "")).strip(),
                  paper=paper, metric=metric, blocks=blocks, paper_beside=beside, screen=screen,
                  compare=compare, versus=versus)
+
+
+def table_name(name_or_path: str) -> str:
+    """A table's name from its name or its YAML's path (configs/tables/NAME.yaml -> NAME)."""
+    return os.path.splitext(os.path.basename(str(name_or_path)))[0]
+
+
+def compared_label(row: str, table: str) -> str:
+    """How a page names a row of another table drawn into this one (``compare``): ``ROW (TABLE)``."""
+    return f"{row} ({table})"
+
+
+def column_keys(block: Block) -> dict[str, str]:
+    """A block's column keys by key and by header (16384 and 16K), as table keys may name a column."""
+    return {c.header: c.key for c in block.columns} | {c.key: c.key for c in block.columns}
 
 
 def _compare(value: Any, blocks: list[Block], path: str) -> dict:
@@ -379,7 +394,7 @@ def _compare(value: Any, blocks: list[Block], path: str) -> dict:
     if oracle is not None:
         column = str(oracle["column"])
         for b in blocks:
-            keys = {c.header: c.key for c in b.columns} | {c.key: c.key for c in b.columns}
+            keys = column_keys(b)
             if column not in keys:
                 raise TableError(f"{path}: compare's oracle column {column!r} is not a column of block "
                                  f"{b.name or '(the table)'!r}; its columns: {', '.join(c.key for c in b.columns)}")
@@ -415,10 +430,10 @@ def _versus(value: Any, blocks: list[Block], path: str, compare: Optional[dict])
         raise TableError(f"{path}: {shape}, got gap: {gap!r}")
     row = str(value["row"])
     if gap:  # a column by its key or its header (16384 or 16K)
-        keys = {c.header: c.key for c in blocks[0].columns} | {c.key: c.key for c in blocks[0].columns}
+        keys = column_keys(blocks[0])
         gap = {k: keys.get(str(gap[k]), str(gap[k])) for k in ("small", "large")}
-    compared = ([f"{r} ({os.path.splitext(os.path.basename(compare['rows']['table']))[0]})"
-                 for r in compare["rows"]["rows"]] if compare and "rows" in compare else [])
+    compared = ([compared_label(r, table_name(compare["rows"]["table"])) for r in compare["rows"]["rows"]]
+                if compare and "rows" in compare else [])
     _check_names(row, list(gap.values()) if gap else [], blocks, path, "versus", compared)
     return {"row": row, "std-factor": float(value["std-factor"]), "gap": gap}
 

@@ -271,6 +271,11 @@ def train_one_epoch(model: nn.Module, train: Iterable, optimizer: torch.optim.Op
 BN_RECOMPUTE_MAX_BATCHES = 50  # micro-batches per recompute, at most one epoch's (train.py)
 
 
+def batchnorm_recompute_batches(micro_batches_per_epoch: int) -> int:
+    """The micro-batches one :func:`recompute_batchnorm` runs: at most 50, at most one epoch's."""
+    return min(BN_RECOMPUTE_MAX_BATCHES, micro_batches_per_epoch)
+
+
 def validates(epoch: int, val_interval: int, epochs: int) -> bool:
     """Whether train.py validates after ``epoch`` (0-based): every ``val_interval`` epochs and after the last."""
     return (epoch + 1) % val_interval == 0 or epoch + 1 == epochs
@@ -280,7 +285,7 @@ def batchnorm_recompute_forwards(epochs: int, val_interval: int, micro_batches_p
     """The forward passes :func:`recompute_batchnorm` spends in a run with Schedule-Free's modes (before each
     validation; a model with BatchNorm): the cost its README's recipe adds to training, counted on results pages."""
     evaluations = sum(validates(e, val_interval, epochs) for e in range(epochs))
-    return evaluations * min(BN_RECOMPUTE_MAX_BATCHES, micro_batches_per_epoch)
+    return evaluations * batchnorm_recompute_batches(micro_batches_per_epoch)
 
 
 @torch.no_grad()
