@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 WORKER = r'''
-import json, math, os, sys
+import gc, json, math, os, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[3])
 from autowu import AutoWU
@@ -30,6 +30,9 @@ for t in range(2000):
     loss = (math.log10(max(lr, 1e-12)) + 2) ** 2 + 0.5 * rank + 0.4 * rng.standard_normal()
     s.step(torch.tensor(loss))
 json.dump({"lrs": lrs, "history": s.history}, open(out + f".{mode}.{rank}.json", "w"))
+dist.barrier()  # no rank tears gloo down while the other still talks to it (else: SIGABRT at exit)
+del s
+gc.collect()
 dist.destroy_process_group()
 '''
 

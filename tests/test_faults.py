@@ -462,7 +462,7 @@ def test_rollback_snapshots_go_to_files_and_restore_bit_identically(tmp_path):
 
 
 ROLLBACK_WORKER = r'''
-import json, os, sys
+import gc, json, os, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[3])
 from autowu import AutoWU
@@ -486,6 +486,9 @@ for t in range(2000):
         break
 json.dump({"held": held, "switch": s.switch, "weights": [v.tolist() for v in model.state_dict().values()],
            "saved": saved}, open(out + f".{rank}.json", "w"))
+dist.barrier()  # no rank tears gloo down while the other still talks to it (else: SIGABRT at exit)
+del s
+gc.collect()
 dist.destroy_process_group()
 '''
 
