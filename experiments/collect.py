@@ -38,7 +38,7 @@ from framework.optim import MODE_OPTIMIZERS
 
 from .records import REUSED_FROM
 from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, compared_label, expand,
-                     get_train_parser, load_table, steps_per_epoch)
+                     figure_subject, get_train_parser, load_table, steps_per_epoch)
 
 HAND_WRITTEN = re.compile(r"^## .*hand-written", re.MULTILINE)
 FINISHED = re.compile(r"(\d+) of (\d+) runs finished")
@@ -631,14 +631,13 @@ def figure_links(table: Table) -> list[str]:
     for block in table.blocks:
         name = f"{table.name}_{block.name}.png" if block.name else f"{table.name}.png"
         if os.path.isfile(os.path.join(ROOT, "results", "figures", name)):
-            title = f"{table.title}{' — ' + block.label if block.name else ''}"
             if grid_axes(block) is None:
                 what = f"LR, training loss (and top-1) per {block.column_header.lower()}"
             else:
                 what = f"{table.metric} per (peak LR, warmup epochs)"
                 if block.figure_mark:
                     what += f", {block.figure_mark}'s AutoWU runs at their (η_t*, switch epoch)"
-            links.append(f"![{title}: {what}; `python scripts/plot.py {table.name}`](figures/{name})")
+            links.append(f"![{figure_subject(table, block)}: {what}; `python scripts/plot.py {table.name}`](figures/{name})")
     return links + [""] if links else []
 
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from framework.io import read_steps as read_step_columns
 
-from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_filters, expand, load_table,
-                     read_results)
+from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_filters, expand, figure_subject,
+                     load_table, read_results)
 from .tables import steps_per_epoch as run_steps_per_epoch
 
 MAX_POINTS = 400
@@ -271,8 +271,9 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
         h, l = ax.get_legend_handles_labels()
         if len(h) > len(handles):
             handles, labels = h, l
-    title = table.title + (f" — {block.label}" if block.name else "")
-    fig.suptitle(title + "\n(dashed: AutoWU switch; dot: the LR it decays from; bands: ± sample std over seeds)",
+    shown = ("learning rate, training loss and val top-1" if val else "learning rate and training loss") + " per epoch"
+    fig.suptitle(f"{figure_subject(table, block)}: {shown}\n"
+                 "(dashed: AutoWU switch; dot: the LR it decays from; bands: ± sample std over seeds)",
                  fontsize=9, y=0.995)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 0.93))

@@ -361,6 +361,12 @@ def table_name(name_or_path: str) -> str:
     return os.path.splitext(os.path.basename(str(name_or_path)))[0]
 
 
+def figure_subject(table: Table, block: Block) -> str:
+    """What a figure of ``block`` is about: the table's title without what its cells hold (": top-1 test accuracy
+    (%)", which a figure of curves or of a grid does not show), and the block's label where the table has several."""
+    return table.title.removesuffix(": top-1 test accuracy (%)") + (f" — {block.label}" if block.name else "")
+
+
 def compared_label(row: str, table: str) -> str:
     """How a page names a row of another table drawn into this one (``compare``): ``ROW (TABLE)``."""
     return f"{row} ({table})"

@@ -137,6 +137,16 @@ def test_plot_draws_lr_loss_panels_and_marks_the_switch(table, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_curve_figure_names_what_it_draws_not_what_the_tables_cells_hold(table, tmp_path):
+    fake_run(tmp_path / "runs" / "tbl" / "baseline_b256_s0", 90.0)
+    table.title = "Automatic methods at 16K: top-1 test accuracy (%)"
+    runs = sweep.expand(table, str(tmp_path / "runs"))
+    for val, shown in ((False, "learning rate and training loss per epoch"),
+                       (True, "learning rate, training loss and val top-1 per epoch")):
+        title = plot.draw_block(table, table.blocks[0], runs, ["baseline"], val=val)._suptitle.get_text()
+        assert title.splitlines()[0] == f"Automatic methods at 16K: {shown}"
+
+
 def test_plot_without_logged_runs_writes_nothing(table, tmp_path):
     out = tmp_path / "fig.png"
     assert not plot.plot_block(table, table.blocks[0], sweep.expand(table, str(tmp_path / "runs")), ["baseline"],
