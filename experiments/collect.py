@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 from framework.engine import batchnorm_recompute_forwards
 from framework.io import read_steps
-from framework.optim import MODE_OPTIMIZERS
+from framework.optim import MODE_OPTIMIZERS, STEP_SIZE_ESTIMATORS
 
 from .records import REUSED_FROM
 from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, compared_label, expand,
@@ -128,6 +128,33 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     if best is None:
         return None
     return best[0], (best[1] + 1) / steps_per_epoch(result, epochs)
+
+
+def estimated_step_size(run: Run, result: dict) -> Optional[tuple[float, float]]:
+    """``(d, epoch)`` of a run of Prodigy or D-Adaptation under the baseline schedule: the step size d the optimizer
+    estimated by the end of training (the logged LR, d * lr, divided by the schedule's factor lr at that step, at the
+    last logged step where the factor is at least 0.05), and the epoch (steps done / steps per epoch)
+    when d first reached 99% of it (both optimizers only grow d). None for any other run or a run without a readable steps.csv."""
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    if config.get("opt") not in STEP_SIZE_ESTIMATORS or config.get("sched") != "baseline" \
+            or not (is_number(result.get("epochs")) and is_number(config.get("warmup_epochs"))):
+        return None
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
+    try:
+        cols = read_steps(path)
+    except (ValueError, TypeError, KeyError, OSError):
+        return None  # decay_start has warned about this file
+    import torch  # the schedule itself, not a copy of its formula
+    from autowu.schedules import WarmupCosine
+    spe = steps_per_epoch(result, cols["epoch"])
+    factor = WarmupCosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), spe, int(result["epochs"]),
+                          warmup_epochs=float(config["warmup_epochs"])).lr_at
+    ds = [(step, lr / factor(step)) for step, lr in zip(cols["step"], cols["lr"]) if factor(step) >= 0.05]
+    if not ds:
+        return None
+    final = ds[-1][1]
+    reached = next(step for step, d in ds if d >= 0.99 * final)
+    return final, (reached + 1) / spe
 
 
 def overshoot(result: dict) -> Optional[tuple[float, float]]:
@@ -306,6 +333,7 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
                          "from), (η_max/η_min)^((switch step − t*)/W), mean over the seeds that switched by the GP "
                          "test; in brackets the warmup's LR growth per epoch:")
             lines += [""] + header + [o for o in overs if "x (warmup" in o] + [""]
+        lines += step_size_lines(block, list(block.rows), cells, results, header)
         lines += cost_lines(block, list(block.rows), cells, results, header)  # not compare's: other sessions
         beside = paper_beside(table, block, means)
         if beside:
@@ -407,6 +435,30 @@ def run_cost(res: dict) -> tuple[Optional[float], Optional[float], Optional[floa
         spent = batchnorm_recompute_forwards(int(epochs), int(config["val_interval"]), forwards // int(epochs))
         extra = (extra or 0.0) + spent / forwards
     return wall, extra, found
+
+
+def step_size_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], list[Run]],
+                    results: dict[str, Optional[dict]], header: list[str]) -> list[str]:
+    """The table of the step size d that Prodigy and D-Adaptation estimated (estimated_step_size), per row and
+    column: mean over seeds (range), and the mean epoch by which d reached 99% of its final value; [] when no row
+    of the block estimates one."""
+    table_rows = []
+    for row in row_names:
+        out = [row]
+        for c in block.columns:
+            got = [g for g in (estimated_step_size(r, results[r.output]) for r in cells[(row, c.key)]
+                               if results[r.output]) if g is not None]
+            ds = [g[0] for g in got]
+            out.append(f"{statistics.mean(ds):.3g}" + (f" ({min(ds):.3g}-{max(ds):.3g})" if len(ds) > 1 else "")
+                       + f" by ep {statistics.mean(g[1] for g in got):.1f}" if got else "–")
+        if any(cell != "–" for cell in out[1:]):
+            table_rows.append(out)
+    if not table_rows:
+        return []
+    return (["The step size the learning-rate-free optimizers estimated: d at the end of training (their logged LR, "
+             "d·lr, divided by the schedule's factor lr; the LR the update would take at the schedule's peak, to "
+             "set against the baseline's peak LR above), mean over seeds (range), and the epoch by which d reached "
+             "99% of it (d only grows):", ""] + header + ["| " + " | ".join(out) + " |" for out in table_rows] + [""])
 
 
 def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], list[Run]],

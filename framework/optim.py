@@ -158,6 +158,7 @@ def set_optimizer_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
 
 
 MODE_OPTIMIZERS = ("schedulefree_adamw",)  # --opt names whose optimizer has train/eval modes (uses_optimizer_modes)
+STEP_SIZE_ESTIMATORS = ("prodigy", "dadapt_adam")  # --opt names that estimate their step size d (effective_lr)
 
 
 def uses_optimizer_modes(optimizer: torch.optim.Optimizer) -> bool:

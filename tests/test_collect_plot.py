@@ -256,6 +256,40 @@ def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_pat
     assert rows["| schedulefree"].endswith("| 0.5 min; +50% forwards |")
 
 
+def test_step_size_table_divides_the_schedule_out_of_prodigys_and_dadapts_logged_lr(tmp_path):
+    """d from the logged d·lr over the baseline schedule's factor (warmup 1 of 4 epochs, 10 steps each, cosine), its
+    final value and the epoch by which it reached 99% of it; rows of other optimizers get no such table."""
+    from autowu.schedules import warmup_cosine_lr
+    path = tmp_path / "free.yaml"
+    path.write_text(textwrap.dedent("""
+        title: Free
+        base: configs/fashion_mnist_resnet.yaml
+        seeds: [0, 1]
+        columns: [256]
+        rows:
+          baseline: {sched: baseline}
+          prodigy: {opt: prodigy, sched: baseline, warmup-epochs: 1}
+        """))
+    t = sweep.load_table(str(path))
+    runs = tmp_path / "runs" / "free"
+    fake_run(runs / "baseline_b256_s0", 90.0)
+    assert "step size the learning-rate-free" not in collect.collect(t, str(tmp_path / "runs"))
+    for seed, final in ((0, 0.002), (1, 0.004)):
+        out = runs / f"prodigy_b256_s{seed}"
+        fake_run(out, 90.0, config={"opt": "prodigy", "sched": "baseline", "warmup_epochs": 1})
+        with open(out / "steps.csv", "w") as f:  # d grows from 1e-6 to its final value at step 24 (epoch 3)
+            f.write("step,epoch,lr,loss\n")
+            for step in range(40):
+                d = final if step >= 24 else 1e-6 + (final - 1e-6) * step / 30
+                f.write(f"{step},{step // 10},{d * warmup_cosine_lr(step, 40, 10, 1.0)},1.0\n")
+        run = next(r for r in sweep.expand(t, str(tmp_path / "runs")) if r.output.endswith(out.name))
+        d, epoch = collect.estimated_step_size(run, json.loads((out / "results.json").read_text()))
+        assert d == pytest.approx(final) and epoch == 2.5  # reached at step 24: (24 + 1) / 10 epochs
+    text = collect.collect(t, str(tmp_path / "runs"))
+    rows = [line for line in text.split("step size the learning-rate-free")[1].splitlines() if line.startswith("| ")]
+    assert rows == ["| Schedule | Batch size 256 |", "| prodigy | 0.003 (0.002-0.004) by ep 2.5 |"]
+
+
 def test_versus_gives_each_rows_difference_verdict_gap_share_and_oracle(tmp_path):
     """versus: {row, std-factor, gap}: each row minus the baseline with the verdict of twice the larger seed std
     (pending while a seed is missing), the share of the baseline's 256 -> 4096 gap recovered, and the oracle (a grid's
