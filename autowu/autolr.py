@@ -37,6 +37,10 @@ Choices where the paper is silent (a careful reimplementation's; all are argumen
 
 - ``eps`` samples: ``lr * eps_span * linspace(-1, 1, n_eps)``, i.e. LRs in ``[0.5 lr, 1.5 lr]`` by default
   (relative to the LR, so one setting serves SGD at 0.1 and Adam at 1e-3; odd ``n_eps`` includes ``eps = 0``).
+- A fit whose loss samples do not differ by more than ``LOSS_RESOLUTION`` (4 float32 ulps) of the loss keeps the
+  LR: it happens once the LR is so small that the step no longer changes the loss, and the least-squares slope of
+  equal numbers is rounding noise which, divided by a tiny ``eps``, sent the LR down 10x at every check (seen at
+  batch 16K, 3 steps per epoch: from 1e-13 to 1e-46 in 40 checks, results/auto_lr.md).
 - ``max_change``: one decision never changes the LR by more than this factor (default 10, a staircase step).
   The paper's only bound is Eq. 3, which for Adam at LR 1e-3 still allows a 60x increase; ``inf`` disables it.
 - Loss-drop rate per optimizer step; the relative test's reference is the first window of training (a later
@@ -99,6 +103,7 @@ from .rollback import _to_cpu
 from .schedules import StepScheduler, _check_int, _check_loadable, _check_positive, _is_real, _is_step
 
 PROBE_MODES = ("train", "eval")
+LOSS_RESOLUTION = 4 * 2.0 ** -23  # relative: a fit needs loss samples that differ by more (4 float32 ulps)
 
 
 class AutoLR(StepScheduler):
@@ -311,6 +316,11 @@ class AutoLR(StepScheduler):
         entry.update(eps=list(eps), losses=list(losses))
         if not all(math.isfinite(v) for v in losses):
             entry["note"] = "non-finite loss among the samples: LR kept"
+            return 0.0
+        if not max(losses) - min(losses) > LOSS_RESOLUTION * max(abs(v) for v in losses):
+            # a fit to equal numbers is rounding noise (its slope can be anything once divided by a tiny eps), not a
+            # descent direction to follow to the threshold
+            entry["note"] = "the loss samples do not differ beyond float32 rounding: no slope to follow, LR kept"
             return 0.0
         scale = max(abs(e) for e in eps)
         a2, a1, a0 = np.polyfit(np.asarray(eps) / scale, np.asarray(losses, dtype=np.float64), 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -103,6 +104,21 @@ def test_eps_threshold_clips_the_step():
     assert e["eps_max"] == pytest.approx(bound)
     assert abs(e["eps_min_raw"]) > bound and e["eps_min"] == pytest.approx(bound)
     assert sched.get_last_lr()[0] == pytest.approx(0.1 + bound)
+
+
+@pytest.mark.parametrize("loss", [0.7771034002304077, 2.3025851249694824])
+def test_a_fit_to_loss_samples_that_do_not_differ_keeps_the_lr(loss):
+    """Once the step no longer changes the loss, the samples are equal (or a rounding apart): their least-squares
+    slope over a tiny eps is noise that once sent the LR to threshold, 10x down per check, to 1e-46 at batch 16K."""
+    sched = run_bowl(OPTIMIZERS["sgd"], steps=1)
+    eps = [2.73e-13 * x for x in (-0.5, -0.25, 0.0, 0.25, 0.5)]
+    ulp = float(np.spacing(np.float32(loss)))
+    for losses in ([loss] * 5, [loss, loss + ulp, loss, loss - ulp, loss]):
+        entry = {}
+        assert sched._fit(eps, losses, loss, entry) == 0.0 and "LR kept" in entry["note"]
+    # a slope the samples resolve is still followed (to the threshold: the quadratic has no minimum here)
+    entry = {}
+    assert sched._fit(eps, [loss * (1 + 1e-5 * x) for x in (-2, -1, 0, 1, 2)], loss, entry) < 0
 
 
 def overshooting_sgd(p):
