@@ -316,7 +316,9 @@ def draw_decay_start(table: Table, block: Block, runs: list[Run], rows: list[str
             continue
         drew = True
         autowu = row.startswith("autowu")
-        ax.errorbar(xs, ms, yerr=ss, color=f"C{i}", marker="o" if autowu else "s", ms=5, capsize=3, lw=1.2,
+        # later rows smaller, on top: two rows with the same LRs (Schedule-Free keeps the baseline's) both show
+        ax.errorbar(xs, ms, yerr=ss, color=f"C{i}", marker="o" if autowu else "s", ms=max(3.0, 9.0 - 0.7 * i),
+                    capsize=3, lw=max(0.8, 2.6 - 0.25 * i),
                     label=row + (" (η_t*, label: switch epoch)" if autowu else " (peak LR)"))
         if autowu:
             for x, m, e in zip(xs, ms, eps):
