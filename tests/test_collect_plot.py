@@ -218,22 +218,19 @@ def test_plot_draws_the_compare_rows_beside_the_tables_own(table, tmp_path, caps
         sweep.load_table(str(bad))
 
 
+def methods_table(tmp_path, name: str, rows: dict[str, str]):
+    """A one-column (256), two-seed table of the baseline and ``rows`` (row name -> YAML flow mapping)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"title: {name}\nbase: configs/fashion_mnist_resnet.yaml\nseeds: [0, 1]\ncolumns: [256]\nrows:\n"
+                    "  baseline: {sched: baseline}\n" + "".join(f"  {r}: {v}\n" for r, v in rows.items()))
+    return sweep.load_table(str(path))
+
+
 def test_cost_table_counts_the_forwards_a_method_spends_besides_training(tmp_path):
     """A block with an LR range test or AutoLR gets a cost table: wall time, the extra forwards over the training
     forwards (steps x micro-batches per step), the LR the range test found; a table without such a run gets none."""
-    path = tmp_path / "meth.yaml"
-    path.write_text(textwrap.dedent("""
-        title: Methods
-        base: configs/fashion_mnist_resnet.yaml
-        seeds: [0, 1]
-        columns: [256]
-        rows:
-          baseline: {sched: baseline}
-          range-test: {sched: range-test-cos}
-          autolr: {sched: autolr}
-          schedulefree: {opt: schedulefree_adamw, sched: constant}
-        """))
-    t = sweep.load_table(str(path))
+    t = methods_table(tmp_path, "meth", {"range-test": "{sched: range-test-cos}", "autolr": "{sched: autolr}",
+                                         "schedulefree": "{opt: schedulefree_adamw, sched: constant}"})
     runs = tmp_path / "runs" / "meth"
     fake_run(runs / "baseline_b256_s0", 90.0)
     assert "Cost per run" not in collect.collect(t, str(tmp_path / "runs"))
@@ -260,17 +257,7 @@ def test_step_size_table_divides_the_schedule_out_of_prodigys_and_dadapts_logged
     """d from the logged d·lr over the baseline schedule's factor (warmup 1 of 4 epochs, 10 steps each, cosine), its
     final value and the epoch by which it reached 99% of it; rows of other optimizers get no such table."""
     from autowu.schedules import warmup_cosine_lr
-    path = tmp_path / "free.yaml"
-    path.write_text(textwrap.dedent("""
-        title: Free
-        base: configs/fashion_mnist_resnet.yaml
-        seeds: [0, 1]
-        columns: [256]
-        rows:
-          baseline: {sched: baseline}
-          prodigy: {opt: prodigy, sched: baseline, warmup-epochs: 1}
-        """))
-    t = sweep.load_table(str(path))
+    t = methods_table(tmp_path, "free", {"prodigy": "{opt: prodigy, sched: baseline, warmup-epochs: 1}"})
     runs = tmp_path / "runs" / "free"
     fake_run(runs / "baseline_b256_s0", 90.0)
     assert "step size the learning-rate-free" not in collect.collect(t, str(tmp_path / "runs"))
