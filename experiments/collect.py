@@ -133,8 +133,8 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
 def estimated_step_size(run: Run, result: dict) -> Optional[tuple[float, float]]:
     """``(d, epoch)`` of a run of Prodigy or D-Adaptation under the baseline schedule: the step size d the optimizer
     estimated by the end of training (the logged LR, d * lr, divided by the schedule's factor lr at that step, at the
-    last logged step where the factor is at least 0.05), and the epoch (steps done / steps per epoch)
-    when d first reached 99% of it (both optimizers only grow d). None for any other run or a run without a readable steps.csv."""
+    last logged step where the factor is at least 0.05), and the epoch (steps done / steps per epoch) when d first
+    reached 99% of it (both optimizers only grow d). None for any other run or a run without a readable steps.csv."""
     config = result.get("config") if isinstance(result.get("config"), dict) else {}
     if config.get("opt") not in STEP_SIZE_ESTIMATORS or config.get("sched") != "baseline" \
             or not (is_number(result.get("epochs")) and is_number(config.get("warmup_epochs"))):
@@ -149,7 +149,8 @@ def estimated_step_size(run: Run, result: dict) -> Optional[tuple[float, float]]
     spe = steps_per_epoch(result, cols["epoch"])
     factor = WarmupCosine(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), spe, int(result["epochs"]),
                           warmup_epochs=float(config["warmup_epochs"])).lr_at
-    ds = [(step, lr / factor(step)) for step, lr in zip(cols["step"], cols["lr"]) if factor(step) >= 0.05]
+    ds = [(step, lr / f) for step, lr, f in ((s, lr, factor(s)) for s, lr in zip(cols["step"], cols["lr"]))
+          if f >= 0.05]
     if not ds:
         return None
     final = ds[-1][1]
@@ -689,7 +690,8 @@ def figure_links(table: Table) -> list[str]:
                 what = f"{table.metric} per (peak LR, warmup epochs)"
                 if block.figure_mark:
                     what += f", {block.figure_mark}'s AutoWU runs at their (η_t*, switch epoch)"
-            links.append(f"![{figure_subject(table, block)}: {what}; `python scripts/plot.py {table.name}`](figures/{name})")
+            links.append(f"![{figure_subject(table, block)}: {what}; `python scripts/plot.py {table.name}`]"
+                         f"(figures/{name})")
     return links + [""] if links else []
 
 
