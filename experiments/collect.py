@@ -30,6 +30,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any, Optional
 
 from framework.engine import batchnorm_recompute_forwards
@@ -96,6 +97,20 @@ def is_autowu(result: dict) -> bool:
     return isinstance(config, dict) and str(config.get("sched", "")).startswith("autowu")
 
 
+def run_steps(run: Run) -> dict[str, list]:
+    """The run's steps.csv columns, read once per collect for the several summaries that use them (the file's
+    size and modification time are part of the key, so a file that changed is read again). Raises what
+    ``read_steps`` raises."""
+    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
+    st = os.stat(path)
+    return _read_steps_once(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_steps_once(path: str, mtime_ns: int, size: int) -> dict[str, list]:
+    return read_steps(path)
+
+
 def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
     """``(lr, epoch)`` the run decayed from: AutoWU's switch, else (a baseline) the largest LR in steps.csv (first
     reached). None for an AutoWU run without a switch or a run that diverged before its switch: it never decayed."""
@@ -116,7 +131,7 @@ def decay_start(run: Run, result: dict) -> Optional[tuple[float, float]]:
         return None
     best = None
     try:
-        cols = read_steps(path)
+        cols = run_steps(run)
     except (ValueError, TypeError, KeyError, OSError) as e:  # a cut row, a missing column, text for a number
         print(f"[collect] warning: {path}: cannot be read as steps.csv ({type(e).__name__}: {e}); the run's "
               "decay start is left out", file=sys.stderr)
@@ -139,9 +154,8 @@ def estimated_step_size(run: Run, result: dict) -> Optional[tuple[float, float]]
     if config.get("opt") not in STEP_SIZE_ESTIMATORS or config.get("sched") != "baseline" \
             or not (is_number(result.get("epochs")) and is_number(config.get("warmup_epochs"))):
         return None
-    path = os.path.join(os.path.dirname(run.results_path), "steps.csv")
     try:
-        cols = read_steps(path)
+        cols = run_steps(run)
     except (ValueError, TypeError, KeyError, OSError):
         return None  # decay_start has warned about this file
     import torch  # the schedule itself, not a copy of its formula
