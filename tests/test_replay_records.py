@@ -55,3 +55,83 @@ def test_a_recorded_run_replays_to_the_same_decisions(record):
     assert sched.switch["step"] == result["switch"]["step"] and sched.switch["reason"] == result["switch"]["reason"]
     assert sched.switch["lr"] == pytest.approx(result["switch"]["lr"], rel=1e-9)  # eta_t*
     assert sched.switch["t_star"] == pytest.approx(result["switch"]["t_star"], rel=1e-9)
+
+
+# -- experiments/replay.py: a record replayed through another implementation (scripts/replay_official.py) ----------
+
+from autowu import AutoWU  # noqa: E402
+from experiments import replay as other  # noqa: E402
+
+PROXY_16K = ROOT / "results" / "runs" / "proxy_regime" / "resnet_s2" / "autowu-cos_b16384_s0"
+
+
+def copy_record(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in ("args.yaml", "results.json", "steps.csv", "events.jsonl"):
+        (dst / f).write_bytes((src / f).read_bytes())
+    return dst
+
+
+def test_our_class_through_the_official_constructor_takes_the_recorded_decisions():
+    """The replay builds the scheduler with the official constructor's arguments (our class takes them too, as the
+    official variant); on a committed 16K record it must give every recorded test outcome and the switch step."""
+    record = other.read_record(str(PROXY_16K))
+    assert other.official_kwargs(record) == {"min_lr": 1e-5, "max_lr": 1.0, "max_warmup_fraction": 0.5,
+                                             "warmup_type": "exp", "cooldown_fraction": 0.2,
+                                             "immediate_cooldown": True}
+    row = other.compare(record, other.replay(record, AutoWU))
+    assert row["same"] and row["first_difference"] is None
+    assert row["tests"] == row["recorded_tests"] == 70 and row["switch_step"] == row["recorded_switch_step"] == 210
+    # eta_t*: the official LR at a GP switch is computed otherwise than Eq. 5 (docs/GUIDE.md, the differences
+    # table: the mean of the posteriors' LRs from the epoch's last LR); the record is the paper variant's
+    assert row["eta_ratio"] == pytest.approx(1.0, rel=0.05) and row["eta_ratio"] != 1.0
+
+
+def test_a_differing_test_outcome_is_reported_at_its_step(tmp_path):
+    run = copy_record(PROXY_16K, tmp_path / "run")
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+    flipped = next(e for e in events if e["type"] == "test" and e["step"] == 150)
+    flipped["passed"] = not flipped["passed"]
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    record = other.read_record(str(run))
+    row = other.compare(record, other.replay(record, AutoWU))
+    assert not row["same"] and row["first_difference"].startswith("step 150: ")
+    assert "0 of 1 runs take the recorded decision" in other.table([row])
+
+
+def test_the_command_line_replays_through_a_given_autowu_py(tmp_path, capsys):
+    """--official names a file with an AutoWU class (here one that re-exports ours, standing in for the clone of
+    kakaobrain/autowu, which the tests cannot fetch): the table says the run agrees, and the exit code is 0."""
+    (tmp_path / "autowu.py").write_text("from autowu.scheduler import AutoWU\n")
+    out = tmp_path / "rows.jsonl"
+    assert other.main(["--official", str(tmp_path), str(PROXY_16K), "--json", str(out)]) == 0
+    assert "1 of 1 runs take the recorded decision at every GP test" in capsys.readouterr().out
+    assert json.loads(out.read_text())["switch_step"] == 210
+
+
+@pytest.mark.parametrize("case", ["no_autowu_py", "not_autowu", "baseline_run", "decimated", "test_every"])
+def test_what_cannot_be_replayed_is_one_line_and_exit_2(tmp_path, capsys, case):
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "autowu.py").write_text("from autowu.scheduler import AutoWU\n")
+    run = copy_record(PROXY_16K, tmp_path / "run")
+    expected = {"no_autowu_py": "no autowu.py there", "not_autowu": "has no AutoWU class",
+                "baseline_run": "only finished AutoWU runs", "decimated": "every step up to the switch",
+                "test_every": "test_every=2"}[case]
+    if case == "no_autowu_py":
+        (official / "autowu.py").unlink()
+    elif case == "not_autowu":
+        (official / "autowu.py").write_text("AutoWU = 3\n")
+    elif case == "baseline_run":
+        result = json.loads((run / "results.json").read_text())
+        del result["switch"]
+        (run / "results.json").write_text(json.dumps(result))
+    elif case == "decimated":
+        lines = (run / "steps.csv").read_text().splitlines(keepends=True)
+        (run / "steps.csv").write_text("".join(lines[:50] + lines[52:]))
+    else:
+        (run / "args.yaml").write_text((run / "args.yaml").read_text().replace("autowu-test-every: null",
+                                                                              "autowu-test-every: 2"))
+    assert other.main(["--official", str(official), str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
