@@ -33,8 +33,10 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from autowu import schedule_entry
 from autowu.scheduler import ALIASES, AutoWU
 from framework.config import ConfigError, parse_args
+from framework.optim import scheduler_kwargs
 
 from .tables import ResultsError, get_train_parser, read_results
 
@@ -78,14 +80,12 @@ def read_record(run: str) -> Record:
         result = read_results(paths["results.json"])
     except (ConfigError, ResultsError, SystemExit) as e:
         raise ReplayError(f"{name}: {e}") from None
-    from framework.optim import scheduler_kwargs
     if not str(args.sched).startswith("autowu") or not isinstance((result or {}).get("switch"), dict):
         raise ReplayError(f"{name}: --sched {args.sched} with no AutoWU switch in results.json; only finished AutoWU "
                           "runs can be replayed")
     if not result.get("steps") or not result.get("epochs") or result["steps"] % result["epochs"]:
         raise ReplayError(f"{name}: results.json's steps {result.get('steps')} and epochs {result.get('epochs')} do "
                           "not give whole steps per epoch")
-    from autowu import schedule_entry
     kwargs = {**schedule_entry(args.sched).fixed, **scheduler_kwargs(args)}
     switch = result["switch"]
     try:
