@@ -492,7 +492,8 @@ def cost_lines(block: Block, row_names: list[str], cells: dict[tuple[str, str], 
             found = [g[2] for g in got if g[2] is not None]
             parts = [f"{statistics.mean(walls):.1f} min"] if walls else []
             if extras:
-                parts.append(f"+{100 * statistics.mean(extras):.2g}% forwards")
+                share = float(f"{100 * statistics.mean(extras):.2g}")  # two significant digits, written out
+                parts.append(f"+{share:,.0f}% forwards" if share >= 100 else f"+{share:g}% forwards")
             if found:
                 parts.append(f"LR found {statistics.mean(found):.3g}"
                              + (f" ({min(found):.3g}-{max(found):.3g})" if len(found) > 1 else ""))
