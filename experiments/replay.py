@@ -88,20 +88,23 @@ def read_record(run: str) -> Record:
                           "not give whole steps per epoch")
     kwargs = {**schedule_entry(args.sched).fixed, **scheduler_kwargs(args)}
     switch = result["switch"]
+    if not isinstance(switch.get("step"), int) or isinstance(switch.get("step"), bool):
+        raise ReplayError(f"{name}: results.json's switch has no step ({json.dumps(switch)[:80]})")
     try:
         with open(paths["steps.csv"], newline="") as f:
             rows = list(csv.DictReader(f))
         steps = [int(r["step"]) for r in rows]
         losses = [float(r["loss"]) for r in rows]
-        events = [json.loads(line) for line in open(paths["events.jsonl"]) if line.strip()]
-    except (ValueError, KeyError, TypeError) as e:
+        with open(paths["events.jsonl"]) as f:
+            events = [json.loads(line) for line in f if line.strip()]
+        tests = [(int(e["step"]), bool(e["passed"])) for e in events if e.get("type") == "test"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ReplayError(f"{name}: steps.csv or events.jsonl cannot be read ({type(e).__name__}: {e})") from None
-    upto = int(switch["step"]) + 1
+    upto = switch["step"] + 1
     if steps[:upto] != list(range(min(upto, len(steps)))) or len(steps) < upto:
         raise ReplayError(f"{name}: steps.csv does not hold every step up to the switch (step {switch['step']}): the "
                           "losses the scheduler saw cannot be fed again")
-    recorded = Decisions([(e["step"], bool(e["passed"])) for e in events if e.get("type") == "test"],
-                         int(switch["step"]), switch.get("lr"), switch.get("reason"))
+    recorded = Decisions(tests, switch["step"], switch.get("lr"), switch.get("reason"))
     return Record(name, result["steps"] // result["epochs"], int(result["epochs"]), kwargs, losses[:upto], recorded)
 
 

@@ -109,7 +109,8 @@ def test_the_command_line_replays_through_a_given_autowu_py(tmp_path, capsys):
     assert json.loads(out.read_text())["switch_step"] == 210
 
 
-@pytest.mark.parametrize("case", ["no_autowu_py", "not_autowu", "baseline_run", "decimated", "test_every"])
+@pytest.mark.parametrize("case", ["no_autowu_py", "not_autowu", "baseline_run", "decimated", "test_every",
+                                  "damaged_events"])
 def test_what_cannot_be_replayed_is_one_line_and_exit_2(tmp_path, capsys, case):
     official = tmp_path / "official"
     official.mkdir()
@@ -117,7 +118,7 @@ def test_what_cannot_be_replayed_is_one_line_and_exit_2(tmp_path, capsys, case):
     run = copy_record(PROXY_16K, tmp_path / "run")
     expected = {"no_autowu_py": "no autowu.py there", "not_autowu": "has no AutoWU class",
                 "baseline_run": "only finished AutoWU runs", "decimated": "every step up to the switch",
-                "test_every": "test_every=2"}[case]
+                "test_every": "test_every=2", "damaged_events": "events.jsonl cannot be read"}[case]
     if case == "no_autowu_py":
         (official / "autowu.py").unlink()
     elif case == "not_autowu":
@@ -129,6 +130,8 @@ def test_what_cannot_be_replayed_is_one_line_and_exit_2(tmp_path, capsys, case):
     elif case == "decimated":
         lines = (run / "steps.csv").read_text().splitlines(keepends=True)
         (run / "steps.csv").write_text("".join(lines[:50] + lines[52:]))
+    elif case == "damaged_events":
+        (run / "events.jsonl").write_text('{"type": "test", "step": 3}\n["not an event"]\n')
     else:
         (run / "args.yaml").write_text((run / "args.yaml").read_text().replace("autowu-test-every: null",
                                                                               "autowu-test-every: 2"))
