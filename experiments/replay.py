@@ -12,7 +12,10 @@ What may differ, and why: the official code fits and tests the GP in float32 thr
 in closed form (``autowu/gp.py``), and where a warmup holds more than ``fit_subset`` (100) losses both fit on a
 random subset, drawn by torch's generator there and NumPy's here. So a test whose P_min is near the 0.95 threshold
 may go the other way, and eta_t* (the LR at the argmin of the posterior mean, which is flat near its minimum) may
-differ by a few percent; the switch step, where every test agrees, is the same.
+differ by a few percent; the switch step, where every test agrees, is the same. train.py's runs use the paper's
+reading (``variant='paper'``), which differs from the official code where the warmup reaches its cap at an epoch end
+(the official code stops there untested; the paper's reading tests there) and in the formula of the LR at a switch
+(docs/GUIDE.md, the differences table): a run that switched at its cap may show a difference there by design.
 
 Only runs whose settings the official class has can be replayed: the official code fixes 5 posteriors, confidence
 0.95, patience 3 and one test per epoch (our defaults), and has no rollback.
