@@ -245,8 +245,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     for record in records:
         rows.append(compare(record, replay(record, cls)))
         print(f"[replay] {record.run}: {'same' if rows[-1]['same'] else 'differs'}", file=sys.stderr, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
     print(table(rows))
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        except OSError as e:
+            print(f"replay_official.py: --json {args.json}: cannot be written ({e.strerror or e}); the table above "
+                  "has the results", file=sys.stderr)
+            return 2
     return 0 if all(r["same"] for r in rows) else 1

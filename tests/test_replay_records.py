@@ -138,3 +138,12 @@ def test_what_cannot_be_replayed_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert other.main(["--official", str(official), str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
+
+
+def test_an_unwritable_json_path_is_one_line_after_the_table(tmp_path, capsys):
+    (tmp_path / "autowu.py").write_text("from autowu.scheduler import AutoWU\n")
+    assert other.main(["--official", str(tmp_path), str(PROXY_16K), "--json", str(tmp_path)]) == 2  # a directory
+    captured = capsys.readouterr()
+    assert "1 of 1 runs take the recorded decision" in captured.out
+    err = [line for line in captured.err.strip().splitlines() if not line.startswith("[replay] ")]  # progress
+    assert len(err) == 1 and "--json" in err[0] and "cannot be written" in err[0], err
