@@ -23,7 +23,6 @@ Only runs whose settings the official class has can be replayed: the official co
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import inspect
 import json
@@ -39,6 +38,7 @@ import torch
 from autowu import schedule_entry
 from autowu.scheduler import ALIASES, AutoWU
 from framework.config import ConfigError, parse_args
+from framework.io import read_steps
 from framework.optim import scheduler_kwargs
 
 from .tables import ResultsError, get_train_parser, read_results
@@ -58,7 +58,6 @@ class Decisions:
     tests: list = field(default_factory=list)  # [(step, passed)] in order
     switch_step: Optional[int] = None
     eta: Optional[float] = None  # the LR the decay starts from
-    reason: Optional[str] = None  # the record's switch reason (gp-test, max-warmup, ...)
 
 
 @dataclass
@@ -94,10 +93,8 @@ def read_record(run: str) -> Record:
     if not isinstance(switch.get("step"), int) or isinstance(switch.get("step"), bool):
         raise ReplayError(f"{name}: results.json's switch has no step ({json.dumps(switch)[:80]})")
     try:
-        with open(paths["steps.csv"], newline="") as f:
-            rows = list(csv.DictReader(f))
-        steps = [int(r["step"]) for r in rows]
-        losses = [float(r["loss"]) for r in rows]
+        cols = read_steps(paths["steps.csv"], ("step", "loss"))
+        steps, losses = cols["step"], cols["loss"]
         with open(paths["events.jsonl"]) as f:
             events = [json.loads(line) for line in f if line.strip()]
         tests = [(int(e["step"]), bool(e["passed"])) for e in events if e.get("type") == "test"]
@@ -107,7 +104,7 @@ def read_record(run: str) -> Record:
     if steps[:upto] != list(range(min(upto, len(steps)))) or len(steps) < upto:
         raise ReplayError(f"{name}: steps.csv does not hold every step up to the switch (step {switch['step']}): the "
                           "losses the scheduler saw cannot be fed again")
-    recorded = Decisions(tests, switch["step"], switch.get("lr"), switch.get("reason"))
+    recorded = Decisions(tests, switch["step"], switch.get("lr"))
     return Record(name, result["steps"] // result["epochs"], int(result["epochs"]), kwargs, losses[:upto], recorded)
 
 
