@@ -1,11 +1,10 @@
-"""Regression guard for the scheduler (issue 23): every committed 8K and 16K AutoWU record of the paper-regime tables
-is replayed through today's scheduler (losses from its steps.csv, settings from its args.yaml, built by the same
+"""Regression guard for the scheduler (issue 23): every committed 8K and 16K AutoWU record of both proxies'
+tables (paper_regime: the MLP; proxy_regime: the ResNet) is replayed through today's scheduler (losses from its steps.csv, settings from its args.yaml, built by the same
 factory train.py uses) and must take the recorded decisions: the same outcome at every GP test, the same switch
 step and the same eta_t* (the LR it decays from). These runs' steps.csv hold every step (600 / 1,400 rows), so the
 replay feeds exactly the losses the run fed."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from conftest import ROOT
 
 import train
 from framework.config import parse_args
+from framework.io import read_steps
 from framework.optim import create_schedule
 
 RECORDS = sorted(p.parent for pattern in ("autowu-*_b8192_s*", "autowu-*_b16384_s*")
-                 for p in (ROOT / "results" / "runs").glob(f"paper_regime*/**/{pattern}/results.json"))
+                 for table in ("paper_regime", "proxy_regime")
+                 for p in (ROOT / "results" / "runs" / table).glob(f"**/{pattern}/results.json"))
 TRAIN_IMAGES = 60_000  # Fashion-MNIST; steps per epoch = 60000 // batch (the last partial batch is dropped)
 
 
@@ -29,19 +30,19 @@ def replay(record: Path):
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=args.lr)
     sched = create_schedule(args, optimizer, torch.nn.Linear(1, 1), steps_per_epoch)
-    with open(record / "steps.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == list(range(len(rows))), "steps.csv is decimated: cannot replay"
+    cols = read_steps(str(record), ("step", "lr", "loss"))
+    assert cols["step"] == list(range(len(cols["step"]))), "steps.csv is decimated: cannot replay"
     lrs = []
-    for row in rows:
+    for loss in cols["loss"]:
         lrs.append(optimizer.param_groups[0]["lr"])  # the LR this step trains with
         optimizer.step()
-        sched.step(float(row["loss"]))
-    return sched, lrs, [float(r["lr"]) for r in rows]
+        sched.step(loss)
+    return sched, lrs, cols["lr"]
 
 
 def test_the_guard_sees_every_8k_and_16k_record():
-    assert len(RECORDS) == 12, [str(r) for r in RECORDS]  # 2 schedules x 2 batch sizes x 3 seeds
+    # both proxies (the MLP's paper_regime, the ResNet's proxy_regime): 2 schedules x 2 batch sizes x 3 seeds each
+    assert len(RECORDS) == 24, [str(r) for r in RECORDS]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.name)
