@@ -1,8 +1,8 @@
 """Regression guard for the scheduler (issue 23): every committed 8K and 16K AutoWU record of both proxies'
-tables (paper_regime: the MLP; proxy_regime: the ResNet) is replayed through today's scheduler (losses from its steps.csv, settings from its args.yaml, built by the same
-factory train.py uses) and must take the recorded decisions: the same outcome at every GP test, the same switch
-step and the same eta_t* (the LR it decays from). These runs' steps.csv hold every step (600 / 1,400 rows), so the
-replay feeds exactly the losses the run fed."""
+tables (paper_regime: the MLP; proxy_regime: the ResNet) is replayed through today's scheduler (losses from its
+steps.csv, settings from its args.yaml, built by the same factory train.py uses) and must take the recorded decisions:
+the same outcome at every GP test, the same switch step and the same eta_t* (the LR it decays from). These runs'
+steps.csv hold every step (600 / 1,400 rows), so the replay feeds exactly the losses the run fed."""
 from __future__ import annotations
 
 import json
