@@ -272,12 +272,14 @@ def draw_block(table: Table, block: Block, runs: list[Run], rows: list[str], val
         if len(h) > len(handles):
             handles, labels = h, l
     shown = ("learning rate, training loss and val top-1" if val else "learning rate and training loss") + " per epoch"
-    fig.suptitle(f"{figure_subject(table, block)}: {shown}\n"
-                 "(dashed: AutoWU switch; dot: the LR it decays from; bands: ± sample std over seeds)",
-                 fontsize=9, y=0.995)
+    title = wrapped([f"{figure_subject(table, block)}: {shown}",
+                     "(dashed: AutoWU switch; dot: the LR it decays from; bands: ± sample std over seeds)"], fig)
+    fig.suptitle(title, fontsize=9, y=0.995)
+    title_in = 0.05 + 0.16 * (title.count("\n") + 1)  # the title's height in inches, the legend's (0.3) below it
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 0.93))
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+               bbox_to_anchor=(0.5, 1 - title_in / fig.get_figheight()))
+    fig.tight_layout()  # margins and spacing; then the top: title, legend and the panels' own titles (0.25 in)
+    fig.subplots_adjust(top=1 - (title_in + 0.3 + 0.25) / fig.get_figheight())
     return fig
 
 
@@ -404,6 +406,12 @@ def draw_grid(table: Table, block: Block, runs: list[Run], marks: list[tuple[str
     ax.set_title(textwrap.fill(table.title, 90), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def wrapped(lines: list[str], fig) -> str:
+    """A title's lines broken to the figure's width (about 14 characters an inch at 9 pt), so none runs off it."""
+    width = max(40, int(fig.get_figwidth() * 14))
+    return "\n".join(part for line in lines for part in textwrap.wrap(line, width))
 
 
 def save(fig, out: str) -> None:

@@ -147,6 +147,18 @@ def test_the_curve_figure_names_what_it_draws_not_what_the_tables_cells_hold(tab
         assert title.splitlines()[0] == f"Automatic methods at 16K: {shown}"
 
 
+def test_a_long_title_wraps_inside_the_figure_above_the_legend_and_the_panels(table, tmp_path):
+    fake_run(tmp_path / "runs" / "tbl" / "baseline_b256_s0", 90.0)
+    table.title = "Automatic LR methods at batch 16K on a convolutional proxy with a long name " * 3
+    fig = plot.draw_block(table, table.blocks[0], sweep.expand(table, str(tmp_path / "runs")), ["baseline"])
+    renderer = fig.canvas.get_renderer()
+    title, legend = fig._suptitle.get_window_extent(renderer), fig.legends[0].get_window_extent(renderer)
+    assert len(fig._suptitle.get_text().splitlines()) >= 4  # broken to the width, not one line running off it
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1
+    assert legend.y1 <= title.y0  # the legend below the title, the panels (with their own titles) below both
+    assert max(ax.get_tightbbox(renderer).y1 for ax in fig.axes) <= legend.y0
+
+
 def test_plot_without_logged_runs_writes_nothing(table, tmp_path):
     out = tmp_path / "fig.png"
     assert not plot.plot_block(table, table.blocks[0], sweep.expand(table, str(tmp_path / "runs")), ["baseline"],
