@@ -28,8 +28,9 @@ the whole run stops starting checks when ``--budget`` is spent):
 6. ``jpeg``: the ImageNet input (issue 27) on generated photo JPEGs: timm's pipeline, ours on the CPU workers, and
    ``--imagenet-input gpu`` (nvJPEG batch decode and crops on the GPU), images/s each (scripts/bench_loader.py
    ``--imagenet-sample``).
-7. ``sweep``: with the time left, the missing cells of tables, in order (default the convolutional proxy's screen,
-   ``proxy_screen``, then AutoLR's Table 14 at the paper's budget, ``autolr_table14``; ``--table A,B``) through
+7. ``sweep``: with the time left, the missing cells of tables, in order (default the convolutional proxy the screen
+   chose, ``resnet_s2``: its Table 1, its grid and the automatic methods at its 16K cell; then AutoLR's Table 14 at
+   the paper's budget, ``autolr_table14``; ``--table A,B``; a run with a committed record counts as done) through
    ``scripts/sweep.py --local`` with many runs sharing the GPU; the runs still going at the
    deadline get SIGTERM, save ``last.pt`` and continue on the next sweep. Their folders are packed into
    ``runs/gpu_check/<table>_runs.tar.gz`` (and, where sweep.py has ``--export``, the compact records for
@@ -80,6 +81,9 @@ if str(ROOT) not in sys.path:
 
 SCRIPT = "scripts/gpu_check.py"
 IMAGENET_STEPS_PER_EPOCH = 1_281_167 // 256  # ImageNet at batch 256: AutoWU's epoch in check 3
+# check 7's tables, in order: the chosen convolutional proxy's Table 1, grid and automatic methods (issues 24, 25;
+# results/proxy_screen.md chose resnet_s2), then AutoLR's Table 14 at its paper's budget (issue 26)
+SWEEP_TABLES = "proxy_regime:resnet_s2,proxy_regime_grid:resnet_s2,auto_lr_proxy:resnet_s2,autolr_table14"
 DRY_MODEL = ["--model", "test_resnet"]  # timm's 0.5M-parameter test ResNet: a dry run on a CPU takes seconds
 
 
@@ -601,11 +605,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="drop the earlier results of checks not run now (default: the report keeps them)")
     p.add_argument("--data-dir", default="data", help="train.py --data-dir for check 7 (Fashion-MNIST)")
-    p.add_argument("--table", default="proxy_screen,autolr_table14",
+    p.add_argument("--table", default=SWEEP_TABLES,
                    help="check 7: the tables whose missing cells to run, in order, comma-separated, each TABLE or "
-                   "TABLE:BLOCK (default: the convolutional proxy's screen, then AutoLR's Table 14 at the paper's "
-                   "budget; issue 26. Once the screen has chosen, e.g. proxy_regime:resnet_s2,"
-                   "proxy_regime_grid:resnet_s2,auto_lr_proxy:resnet_s2)")
+                   "TABLE:BLOCK (default: the tables of the proxy the screen chose, resnet_s2, then AutoLR's Table "
+                   f"14 at the paper's budget; issue 26: {SWEEP_TABLES})")
     p.add_argument("--runs-dir", default="runs", help="check 7: sweep.py --runs-dir")
     p.add_argument("--jobs", type=int, default=8, help="check 7: runs at once on the GPU")
     p.add_argument("--sweep-extra", default="--device {device} --gpu-data --data-dir {data_dir}",

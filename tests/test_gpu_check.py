@@ -243,6 +243,20 @@ def test_check_7_runs_only_the_named_block(tmp_path):
     assert [n.split("/")[1] for n in figures["finished_here"]] == ["large"]
 
 
+def test_check_7s_default_is_the_chosen_proxys_tables_then_autolr_table14_and_skips_committed_runs(tmp_path):
+    from experiments import sweep
+    items = [gpu_check.table_and_block(item) for item in gpu_check.SWEEP_TABLES.split(",")]
+    assert items == [("proxy_regime", "resnet_s2"), ("proxy_regime_grid", "resnet_s2"),
+                     ("auto_lr_proxy", "resnet_s2"), ("autolr_table14", None)]
+    for table, block in items:  # each loads and has the block: a GPU session does not end on a renamed table
+        sweep.check_filters(sweep.load_table(table), blocks=[block] if block else None)
+    # a run whose record is committed (results/runs) counts as done with an empty runs folder: it is not run again
+    runs = sweep.expand(sweep.load_table("proxy_regime"), str(tmp_path / "runs"), blocks=["resnet_s2"])
+    recorded = [r for r in runs if (ROOT / "results" / "runs" / "proxy_regime" / "resnet_s2" / r.name.split("/")[-1]
+                                    / "results.json").is_file()]
+    assert len(recorded) >= 18 and all(r.done for r in recorded)  # 16K and 8K: 3 rows x 3 seeds each
+
+
 def test_check_7_refuses_an_unknown_block(tmp_path, capsys):
     rc = gpu_check.main(["--device", "cpu", "--dry-run", "--checks", "7", "--table", "proxy_screen:resnet_s3",
                          "--output", str(tmp_path / "r.md")])
