@@ -4,11 +4,12 @@
 #   bash scripts/gpu_wheels.sh            # here, with PyPI reachable: fills .whl/ and data/fashion-mnist/
 #
 # The GPU machine (kind nvidia-h200: Python 3.12 at python3 with torch, torchvision, timm, numpy, pyyaml,
-# tensorboard; no network) lacks adamp and torch-optimizer (and torch-optimizer's pytorch-ranger). This script
-# builds pure-Python wheels (py3-none-any) of those, and of timm, at the versions of constraints.txt into .whl/
-# (ignored by git; adamp is published only as a source archive, so its wheel is built here), and copies the
-# Fashion-MNIST idx files (check 7's tables) into data/fashion-mnist/ (ignored too). About 33 MB in all, under the 64 MiB a
-# device call may carry.
+# tensorboard, matplotlib, tqdm; no network) lacks adamp and torch-optimizer (and torch-optimizer's pytorch-ranger),
+# and the automatic LR methods of check 7's auto_lr_proxy (schedulefree, prodigyopt, dadaptation, torch-lr-finder).
+# This script builds pure-Python wheels (py3-none-any) of those, and of timm, at the versions of constraints.txt into
+# .whl/, with simplejpeg's CPython 3.12 manylinux wheel for the JPEG check (ignored by git; adamp is published only
+# as a source archive, so its wheel is built here), and copies the Fashion-MNIST idx files (check 7's tables) into
+# data/fashion-mnist/ (ignored too). About 35 MB in all, under the 64 MiB a device call may carry.
 #
 # Then the device tool's `run`, with carry [".whl", "data/fashion-mnist"] and timeout_s 420:
 #
@@ -23,7 +24,7 @@ if [ -z "$PYTHON" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"  # the header comment
     exit 0
 fi
 if [ $# -gt 0 ]; then
@@ -31,9 +32,13 @@ if [ $# -gt 0 ]; then
     exit 2
 fi
 
-packages=(adamp torch-optimizer pytorch-ranger timm simplejpeg)
+# What the GPU machine's image has of what this project imports (device README, KINDS.md, read 2026-11-17); a test
+# (tests/test_gpu_check.py) checks that every package the project imports is here or carried below.
+gpu_image=(torch torchvision numpy pyyaml pillow matplotlib gpytorch linear-operator tqdm packaging tensorboard)
+packages=(adamp torch-optimizer pytorch-ranger timm schedulefree prodigyopt dadaptation torch-lr-finder)  # pure Python
+binary=(simplejpeg)  # compiled: downloaded as the GPU machine's CPython 3.12 x86-64 manylinux wheel
 pins=()
-for name in "${packages[@]}"; do
+for name in "${packages[@]}" "${binary[@]}"; do
     pin=$(grep -i -E "^${name}==" constraints.txt || true)
     if [ -z "$pin" ]; then
         echo "error: constraints.txt pins no version of $name; add one (the GPU machine needs an exact wheel)" >&2
@@ -43,14 +48,18 @@ for name in "${packages[@]}"; do
 done
 
 mkdir -p .whl
-for name in "${packages[@]}"; do  # one version of each: two stop the install on the GPU machine
+for name in "${packages[@]}" "${binary[@]}"; do  # one version of each: two stop the install on the GPU machine
     rm -f .whl/"${name//-/_}"-*.whl
 done
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir .whl "${pins[@]}"
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir .whl "${pins[@]:0:${#packages[@]}}"
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --dest .whl "${pins[@]:${#packages[@]}}"
 for whl in .whl/*.whl; do
     case "$whl" in
-        *-py3-none-any.whl|*-py2.py3-none-any.whl) ;;
-        *) echo "error: $whl is not a pure-Python wheel; the GPU machine (Python 3.12, x86-64) may not install it" >&2
+        *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-cp312-*manylinux*x86_64*.whl) ;;
+        *) echo "error: $whl is neither pure Python nor a CPython 3.12 x86-64 wheel; the GPU machine cannot" \
+                "install it (remove it from .whl/)" >&2
            exit 1 ;;
     esac
 done
@@ -58,7 +67,7 @@ done
 src=$("$PYTHON" - <<'EOF'
 import sys
 sys.path.insert(0, ".")
-from framework.data import find_fashion_mnist
+from framework.datasets import find_fashion_mnist
 d = find_fashion_mnist("data")
 print(d or "")
 EOF

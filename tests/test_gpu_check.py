@@ -262,3 +262,47 @@ def test_check_7_refuses_an_unknown_block(tmp_path, capsys):
                          "--output", str(tmp_path / "r.md")])
     err = capsys.readouterr().err
     assert rc == 2 and "--table proxy_screen:resnet_s3: --block resnet_s3: not in proxy_screen" in err
+
+
+# -- scripts/gpu_wheels.sh: what the lent GPU machine lacks travels with the call -----------------------------------
+
+def shell_array(text: str, name: str) -> list[str]:
+    match = re.search(rf"^{name}=\(([^)]*)\)", text, re.M)
+    assert match, f"gpu_wheels.sh has no {name}=(...)"
+    return match.group(1).split()
+
+
+def test_every_package_the_project_imports_is_on_the_gpu_image_or_carried():
+    import ast
+    script = (ROOT / "scripts" / "gpu_wheels.sh").read_text()
+    have = {n.lower() for n in shell_array(script, "gpu_image") + shell_array(script, "packages")
+            + shell_array(script, "binary")}
+    dist = {"PIL": "pillow", "yaml": "pyyaml"}  # import names that are not their distribution's name
+    own = {"framework", "autowu", "experiments", "train", "conftest"}
+    imported = set()
+    for folder in ("", "framework", "autowu", "experiments", "scripts"):
+        for path in (ROOT / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                imported |= {n.split(".")[0] for n in names}
+    third_party = {m for m in imported - own if m not in sys.stdlib_module_names}
+    assert {"torch", "schedulefree", "simplejpeg"} <= third_party  # the scan sees the project's imports
+    missing = {m for m in third_party if dist.get(m, m).replace("_", "-").lower() not in have}
+    assert not missing, f"imported but neither on the GPU image nor carried by gpu_wheels.sh: {sorted(missing)}"
+
+
+def test_gpu_wheels_finds_the_dataset_with_the_projects_own_function(tmp_path):
+    """The script's embedded Python (which Fashion-MNIST folder to copy) runs against today's code."""
+    import subprocess
+    script = (ROOT / "scripts" / "gpu_wheels.sh").read_text()
+    snippet = re.search(r"<<'EOF'\n(.*?)\nEOF", script, re.S).group(1)
+    (tmp_path / "data" / "fashion-mnist").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp_path / "data" / "fashion-mnist" / f"{name}.gz").write_bytes(b"")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", snippet.replace('sys.path.insert(0, ".")', "")], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("fashion-mnist")
