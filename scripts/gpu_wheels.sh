@@ -9,7 +9,7 @@
 # This script builds pure-Python wheels (py3-none-any) of those, and of timm, at the versions of constraints.txt into
 # .whl/, with simplejpeg's CPython 3.12 manylinux wheel for the JPEG check (ignored by git; adamp is published only
 # as a source archive, so its wheel is built here), and copies the Fashion-MNIST idx files (check 7's tables) into
-# data/fashion-mnist/ (ignored too). About 35 MB in all, under the 64 MiB a device call may carry.
+# data/fashion-mnist/ (ignored too). About 33 MB in all, under the 64 MiB a device call may carry.
 #
 # Then the device tool's `run`, with carry [".whl", "data/fashion-mnist"] and timeout_s 420:
 #

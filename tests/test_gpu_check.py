@@ -252,8 +252,7 @@ def test_check_7s_default_is_the_chosen_proxys_tables_then_autolr_table14_and_sk
         sweep.check_filters(sweep.load_table(table), blocks=[block] if block else None)
     # a run whose record is committed (results/runs) counts as done with an empty runs folder: it is not run again
     runs = sweep.expand(sweep.load_table("proxy_regime"), str(tmp_path / "runs"), blocks=["resnet_s2"])
-    recorded = [r for r in runs if (ROOT / "results" / "runs" / "proxy_regime" / "resnet_s2" / r.name.split("/")[-1]
-                                    / "results.json").is_file()]
+    recorded = [r for r in runs if (ROOT / r.record / "results.json").is_file()]
     assert len(recorded) >= 18 and all(r.done for r in recorded)  # 16K and 8K: 3 rows x 3 seeds each
 
 
