@@ -39,8 +39,8 @@ from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import (DistInfo, Heartbeat, agree_on_resume, any_rank, barrier, check_ranks_agree,
                                    cleanup, init_distributed)
-from framework.engine import (AmpGrad, StopFlag, TrainStats, batchnorm_recompute_batches, evaluate,
-                              recompute_batchnorm, train_one_epoch, validates)
+from framework.engine import (AmpGrad, StopFlag, TrainStats, batchnorm_recompute_batches, bf16_conv_kernels,
+                              evaluate, recompute_batchnorm, train_one_epoch, validates)
 from framework.logger import RunLogger
 from framework.models import build_model, check_input
 from framework.optim import (OPT_DEFAULTS, check_schedule, parameters_finite, resolve_optimizer_defaults,
@@ -231,7 +231,7 @@ def cpu_model() -> str:
     return platform.processor() or "cpu"
 
 
-def environment(info: DistInfo, split: BatchSplit) -> dict:
+def environment(info: DistInfo, split: BatchSplit, amp: str) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -242,7 +242,8 @@ def environment(info: DistInfo, split: BatchSplit) -> dict:
             "device": torch.cuda.get_device_name(info.device) if cuda else platform.processor() or "cpu",
             "cpu": cpu_model(), "host": platform.node(), "python": platform.python_version(),
             "cpu_threads": torch.get_num_threads(), "world_size": info.world_size,
-            "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(), "argv": sys.argv}
+            "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(),
+            "bf16_conv": bf16_conv_kernels(amp, info.device), "argv": sys.argv}
 
 
 @dataclass
@@ -485,7 +486,7 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
         all_ranks = os.environ.get("AUTOWU_LOG_ALL_RANKS") == "1" and not temp_output
         logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
                            tensorboard=False, console=False)
-    logger.write_json("env.json", environment(info, split))
+    logger.write_json("env.json", environment(info, split, args.amp))
     if info.is_main and replaced:
         logger.info(f"started afresh: removed the earlier run's {', '.join(os.path.basename(f) for f in replaced)}")
     logger.info(f"{args.model} on {args.dataset}: {split.describe()}; {data.steps_per_epoch} steps/epoch x "

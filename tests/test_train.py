@@ -122,6 +122,9 @@ def test_bf16_channels_last_and_no_decay_groups(tmp_path):
     groups = ckpt["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     assert all(math.isfinite(r["loss"]) for r in read_steps(run))
+    from framework.engine import cpu_bf16_native  # the record says what computed its bf16 convolutions
+    env = json.loads((run / "env.json").read_text())
+    assert env["bf16_conv"] == ("native" if cpu_bf16_native() else "emulated")
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamp"])
