@@ -246,6 +246,24 @@ def environment(info: DistInfo, split: BatchSplit, amp: str) -> dict:
             "bf16_conv": bf16_conv_kernels(amp, info.device), "argv": sys.argv}
 
 
+ENV_MACHINE_KEYS = ("git_commit", "torch", "device", "cpu", "host", "cpu_threads", "bf16_conv")
+
+
+def earlier_environments(path: str) -> list:
+    """What ran the earlier parts of a resumed run (from its env.json before this part overwrites it): that file's
+    own ``earlier`` list plus its machine keys. A run cut on one machine and resumed on another records both."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    earlier = old.get("earlier")
+    return [e for e in (earlier if isinstance(earlier, list) else []) if isinstance(e, dict)] + [
+        {k: old[k] for k in ENV_MACHINE_KEYS if k in old}]
+
+
 @dataclass
 class Plan:
     """What :func:`plan` decided and built before anything is written: the data, the model, the precision, and the
@@ -486,7 +504,10 @@ def build(args: argparse.Namespace, info: DistInfo, p: Plan) -> Run:
         all_ranks = os.environ.get("AUTOWU_LOG_ALL_RANKS") == "1" and not temp_output
         logger = RunLogger(os.path.join(args.output, f"rank{info.rank}"), all_ranks, resume=resume_pos,
                            tensorboard=False, console=False)
-    logger.write_json("env.json", environment(info, split, args.amp))
+    env = environment(info, split, args.amp)
+    if resume_pos is not None:  # the machines of the run's earlier parts stay in its record
+        env["earlier"] = earlier_environments(logger.path("env.json"))
+    logger.write_json("env.json", env)
     if info.is_main and replaced:
         logger.info(f"started afresh: removed the earlier run's {', '.join(os.path.basename(f) for f in replaced)}")
     logger.info(f"{args.model} on {args.dataset}: {split.describe()}; {data.steps_per_epoch} steps/epoch x "

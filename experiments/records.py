@@ -15,6 +15,11 @@ from typing import Optional
 from .tables import ROOT, ResultsError, Run, config_differences, read_results
 
 RECORD_FILES = ("args.yaml", "env.json", "results.json", "epochs.jsonl", "events.jsonl")
+# An unfinished run's state, carried in its record's ``partial/`` folder so that a sweep on another machine resumes
+# it (a run longer than a session would otherwise start over on every new machine): the checkpoint and the whole
+# logs (train.py's resume cuts them back to the checkpoint's step).
+PARTIAL = "partial"
+PARTIAL_FILES = ("last.pt", "args.yaml", "env.json", "steps.csv", "epochs.jsonl", "events.jsonl")
 RECORD_STEP_ROWS = 2000                         # steps.csv of a record: at most about this many rows
 
 
@@ -105,10 +110,7 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
         with open(old) as a:
             if a.read() == files["results.json"]:
                 return None
-    tmp = dst + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    def fill(tmp: str) -> None:
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(text)
@@ -119,6 +121,17 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
             except (ValueError, TypeError, KeyError) as e:  # a cut row, a missing column, text for a number
                 raise RecordError(f"{steps}: cannot be read as steps.csv ({type(e).__name__}: {e}); repair or "
                                   "restore the file, then export again") from None
+    return write_folder(dst, fill)
+
+
+def write_folder(dst: str, fill) -> str:
+    """Replace the folder ``dst`` by one that ``fill(tmp)`` writes next to it: no half-written folder is left when
+    ``fill`` raises (the old ``dst`` stays then). Returns ``dst``."""
+    tmp = dst + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        fill(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -127,12 +140,74 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
     return dst
 
 
+def _same_file(a: str, b: str) -> bool:
+    if not (os.path.isfile(a) and os.path.isfile(b)) or os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def export_partial(run: Run, dest_root: str) -> Optional[str]:
+    """Copy an unfinished run's checkpoint and logs (PARTIAL_FILES, paths made portable) to the ``partial/`` folder
+    of its record, ``dest_root/<table>/[<block>/]<run>/partial``; returns that folder, or None when the run is
+    finished, has no checkpoint, or its carried checkpoint is already this one. A later :func:`export_record` of the
+    finished run replaces the whole record, ``partial/`` included."""
+    src = os.path.join(ROOT, run.output)
+    ckpt = os.path.join(src, "last.pt")
+    if os.path.isfile(os.path.join(src, "results.json")) or not os.path.isfile(ckpt):
+        return None
+    dst = os.path.join(dest_root, run.table, run.block, os.path.basename(run.output), PARTIAL)
+    if os.path.abspath(dst) == os.path.abspath(src) or _same_file(ckpt, os.path.join(dst, "last.pt")):
+        return None
+    output = os.path.join("runs", run.table, run.block, os.path.basename(run.output))
+    def fill(tmp: str) -> None:
+        shutil.copyfile(ckpt, os.path.join(tmp, "last.pt"))  # first: the logs copied after it reach at least its step
+        for name in PARTIAL_FILES[1:]:
+            path = os.path.join(src, name)
+            if not os.path.isfile(path):
+                continue
+            if name in ("args.yaml", "env.json"):
+                try:
+                    with open(path) as f:
+                        text = portable(name, f.read(), output)
+                except ValueError as e:
+                    raise RecordError(f"{path}: cannot be carried ({e}); repair or restore the file") from None
+                with open(os.path.join(tmp, name), "w") as f:
+                    f.write(text)
+            else:
+                shutil.copyfile(path, os.path.join(tmp, name))
+    return write_folder(dst, fill)
+
+
+def restore_partial(run: Run) -> Optional[str]:
+    """Before a run starts: when its run directory has neither a checkpoint nor results.json and its committed
+    record carries ``partial/`` (:func:`export_partial`), copy that into the run directory, so train.py resumes
+    where the other machine stopped. Returns the folder copied from, else None."""
+    out = os.path.join(ROOT, run.output)
+    carried = os.path.join(ROOT, run.record, PARTIAL)
+    if (not os.path.isfile(os.path.join(carried, "last.pt")) or os.path.exists(os.path.join(out, "last.pt"))
+            or os.path.exists(os.path.join(out, "results.json"))):
+        return None
+    os.makedirs(out, exist_ok=True)
+    for name in PARTIAL_FILES:
+        path = os.path.join(carried, name)
+        if os.path.isfile(path):
+            shutil.copyfile(path, os.path.join(out, name))
+    return carried
+
+
 def export_records(runs: list[Run], dest_root: str) -> int:
-    """Export every finished run of ``runs``; prints what was copied and the records' total size."""
+    """Export every finished run of ``runs`` and carry every unfinished one that has a checkpoint
+    (:func:`export_partial`); prints what was copied and its total size."""
     copied, skipped, damaged = [], [], []
     for run in runs:
         try:
-            dst = export_record(run, dest_root)
+            dst = export_record(run, dest_root) or export_partial(run, dest_root)
         except ResultsError as e:
             skipped.append(str(e))
             continue
@@ -148,8 +223,11 @@ def export_records(runs: list[Run], dest_root: str) -> int:
         print(f"[sweep] not exported (a failed run; --local runs it again): {msg}", file=sys.stderr)
     for msg in damaged:
         print(f"[sweep] warning: not exported: {msg}", file=sys.stderr)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d in copied for f in os.listdir(d))
-    print(f"[sweep] exported {len(copied)} record(s) to {dest_root} ({size / 1e6:.2f} MB)")
+    size = sum(os.path.getsize(os.path.join(d, f)) for d in copied for f in os.listdir(d)
+               if os.path.isfile(os.path.join(d, f)))
+    carried = [d for d in copied if os.path.basename(d) == PARTIAL]
+    print(f"[sweep] exported {len(copied) - len(carried)} record(s) and carried {len(carried)} unfinished run(s) "
+          f"(checkpoint and logs, resumed by a sweep on any machine) to {dest_root} ({size / 1e6:.2f} MB)")
     for d in copied:
         print(f"[sweep]   {os.path.relpath(d, ROOT) if d.startswith(ROOT) else d}")
     return 0

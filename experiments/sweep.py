@@ -20,7 +20,10 @@ leave cells out).
 A results.json that cannot be read (empty, truncated, not an object) marks a *failed* run: it is listed with the file
 and the reason and run again. ``--export`` copies each finished run's compact record (a few hundred kB) to
 ``results/runs/<table>/...``; a run with a record there counts as done, so a sweep continues on another machine from
-the repository alone, and ``scripts/collect.py``/``plot.py`` rebuild the pages with ``--runs-dir results/runs``.
+the repository alone, and ``scripts/collect.py``/``plot.py`` rebuild the pages with ``--runs-dir results/runs``. It
+also carries each unfinished run that has a checkpoint (``last.pt`` and the logs, into its record's ``partial/``):
+a sweep that finds no run directory but a carried one copies it back and the run resumes there (``carried`` in
+``--dry-run``), so a run longer than a session is not started over on a new machine.
 
 The table definitions and their runs: experiments/tables.py; the compact records: experiments/records.py.
 """
@@ -40,7 +43,7 @@ from typing import Optional
 
 
 from . import tables  # noqa: F401  (tests point tables.RECORDS_DIR elsewhere)
-from .records import export_records, reuse_records
+from .records import PARTIAL, export_records, restore_partial, reuse_records
 from .tables import (RECORDS_DIR, ROOT, Run, TableError, check_extra, check_filters, check_runs,  # noqa: F401
                      expand, flag_tokens, get_train_parser, load_table, train_argv)
 
@@ -319,6 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.dry_run:
         for r in order_runs(runs, args.order):
             state = ("stale  " if r.name in stale else "done   " if r.done else "failed " if r.name in failed
+                     else "carried" if os.path.isfile(os.path.join(ROOT, r.record, PARTIAL, "last.pt"))
                      else "pending")
             over = " ".join(f"{k}={v}" for k, v in r.overrides.items())
             print(f"{state} {r.name:<48} seed={r.seed} config={r.config} {over}")
@@ -350,6 +354,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 src = os.path.join(ROOT, r.output)
                 os.rename(src, f"{src}.stale-{stamp}")
                 print(f"[sweep] {r.name}: set aside as {r.output}.stale-{stamp}")
+    for r in pending:  # an unfinished run carried in the repository continues where another machine stopped
+        carried = restore_partial(r)
+        if carried:
+            print(f"[sweep] {r.name}: continues from the checkpoint carried in {os.path.relpath(carried, ROOT)}")
     if args.local:
         return 1 if run_local(pending, parser, args.nproc, extra, args.jobs, args.threads) else 0
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

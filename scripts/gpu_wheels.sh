@@ -37,24 +37,30 @@ fi
 gpu_image=(torch torchvision numpy pyyaml pillow matplotlib gpytorch linear-operator tqdm packaging tensorboard)
 packages=(adamp torch-optimizer pytorch-ranger timm schedulefree prodigyopt dadaptation torch-lr-finder)  # pure Python
 binary=(simplejpeg)  # compiled: downloaded as the GPU machine's CPython 3.12 x86-64 manylinux wheel
-pins=()
-for name in "${packages[@]}" "${binary[@]}"; do
-    pin=$(grep -i -E "^${name}==" constraints.txt || true)
-    if [ -z "$pin" ]; then
-        echo "error: constraints.txt pins no version of $name; add one (the GPU machine needs an exact wheel)" >&2
-        exit 2
-    fi
-    pins+=("$pin")
-done
+pinned() {  # the constraints.txt line (name==version) of each package named, in order
+    local name pin
+    for name in "$@"; do
+        pin=$(grep -i -E "^${name}==" constraints.txt || true)
+        if [ -z "$pin" ]; then
+            echo "error: constraints.txt pins no version of $name; add one (the GPU machine needs an exact wheel)" >&2
+            return 2
+        fi
+        echo "$pin"
+    done
+}
+package_pins=$(pinned "${packages[@]}") || exit 2
+binary_pins=$(pinned "${binary[@]}") || exit 2
+mapfile -t package_pins <<< "$package_pins"
+mapfile -t binary_pins <<< "$binary_pins"
 
 mkdir -p .whl
 for name in "${packages[@]}" "${binary[@]}"; do  # one version of each: two stop the install on the GPU machine
     rm -f .whl/"${name//-/_}"-*.whl
 done
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir .whl "${pins[@]:0:${#packages[@]}}"
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir .whl "${package_pins[@]}"
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --dest .whl "${pins[@]:${#packages[@]}}"
+    --dest .whl "${binary_pins[@]}"
 for whl in .whl/*.whl; do
     case "$whl" in
         *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-cp312-*manylinux*x86_64*.whl) ;;

@@ -191,3 +191,56 @@ def test_resume_with_another_cpu_thread_count_warns_that_it_is_not_bit_identical
         torch.set_num_threads(threads)
     log = (run / "train.log").read_text()
     assert "resuming with 2 CPU thread(s), the checkpoint was saved with 1" in log and "OMP_NUM_THREADS=1" in log
+
+
+def test_a_cut_run_carried_in_its_record_resumes_on_another_machine(tmp_path, monkeypatch, capsys):
+    """A sweep's run cut by SIGTERM; ``--export`` carries its checkpoint and logs into its record's ``partial/``;
+    a sweep elsewhere (no run directory, only the repository's records) lists it as carried, copies it back and the
+    run ends where the uncut run ends (same steps, LRs, losses, decisions, bit-identical weights); the finished
+    run's export replaces ``partial/`` with the compact record, and env.json keeps the cut part's machine."""
+    from experiments import sweep, tables
+    table = tmp_path / "tbl.yaml"
+    table.write_text("title: t\nbase: configs/fashion_mnist_resnet.yaml\nseeds: [3]\ncolumns: [16]\n"
+                     "rows: {a: {sched: autowu-cos}}\n"
+                     "overrides: {dataset: synthetic, model: fmnist_cnn, img-size: 28, in-chans: 1, num-classes: 10, "
+                     "synthetic-train-size: 1024, synthetic-val-size: 64, micro-batch: 8, epochs: 2, "
+                     "log-interval: 1, device: cpu, autowu-patience: 1, label-smoothing: 0.0, crop-pad: 0, "
+                     "hflip: false}\n")
+    records = tmp_path / "records"
+    monkeypatch.setattr(tables, "RECORDS_DIR", str(records))  # where Run.record looks
+    uncut, cut, elsewhere = (tmp_path / d for d in ("uncut", "cut", "elsewhere"))
+    assert sweep.main([str(table), "--local", "--threads", "1", "--runs-dir", str(uncut)]) == 0
+    reference = uncut / "tbl" / "a_b16_s3"
+
+    run = sweep.expand(tables.load_table(str(table)), str(cut))[0]  # the cut part: 1 thread, as the sweeps
+    argv = sweep.train_argv(run, tables.get_train_parser(), [])
+    out = cut / "tbl" / "a_b16_s3"
+    proc = subprocess.Popen(train_cmd(*argv), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: rows_written(out) >= STEPS_PER_EPOCH + 10, proc)
+    proc.send_signal(signal.SIGTERM)
+    finish(proc)
+    assert not (out / "results.json").exists() and (out / "last.pt").exists()
+    capsys.readouterr()
+    assert sweep.main([str(table), "--runs-dir", str(cut), "--export", str(records)]) == 0
+    assert "exported 0 record(s) and carried 1 unfinished run(s)" in capsys.readouterr().out
+    carried = records / "tbl" / "a_b16_s3" / "partial"
+    assert sorted(p.name for p in carried.iterdir()) == ["args.yaml", "env.json", "epochs.jsonl", "events.jsonl",
+                                                         "last.pt", "steps.csv"]
+    assert "output: runs/tbl/a_b16_s3\n" in (carried / "args.yaml").read_text()  # no directory of this machine
+    assert sweep.main([str(table), "--runs-dir", str(cut), "--export", str(records)]) == 0
+    assert "carried 0 unfinished" in capsys.readouterr().out  # the same checkpoint is not copied again
+
+    assert sweep.main([str(table), "--dry-run", "--runs-dir", str(elsewhere)]) == 0
+    assert "carried tbl/a_b16_s3" in capsys.readouterr().out
+    assert sweep.main([str(table), "--local", "--threads", "1", "--runs-dir", str(elsewhere)]) == 0
+    printed = capsys.readouterr().out
+    assert "continues from the checkpoint carried in" in printed and "resumed from" in printed
+    resumed = elsewhere / "tbl" / "a_b16_s3"
+    assert_same_run(resumed, reference)
+    env = json.loads((resumed / "env.json").read_text())
+    assert [e["host"] for e in env["earlier"]] == [env["host"]] and env["earlier"][0]["cpu"] == env["cpu"]
+
+    assert sweep.main([str(table), "--runs-dir", str(elsewhere), "--export", str(records)]) == 0
+    assert "exported 1 record(s) and carried 0" in capsys.readouterr().out
+    assert not carried.exists() and (records / "tbl" / "a_b16_s3" / "results.json").exists()
