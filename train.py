@@ -39,7 +39,7 @@ from framework.wiring import wire_training
 from framework.datasets import DATASET_NAMES, DATASETS
 from framework.distributed import (DistInfo, Heartbeat, agree_on_resume, any_rank, barrier, check_ranks_agree,
                                    cleanup, init_distributed)
-from framework.engine import (AmpGrad, StopFlag, TrainStats, batchnorm_recompute_batches, bf16_conv_kernels,
+from framework.engine import (AmpGrad, StopFlag, TrainStats, batchnorm_recompute_batches, bf16_kernels,
                               evaluate, recompute_batchnorm, train_one_epoch, validates)
 from framework.logger import RunLogger
 from framework.models import build_model, check_input
@@ -243,10 +243,10 @@ def environment(info: DistInfo, split: BatchSplit, amp: str) -> dict:
             "cpu": cpu_model(), "host": platform.node(), "python": platform.python_version(),
             "cpu_threads": torch.get_num_threads(), "world_size": info.world_size,
             "launcher": info.launcher, "accum_steps": split.accum_steps, "split": split.to_dict(),
-            "bf16_conv": bf16_conv_kernels(amp, info.device), "argv": sys.argv}
+            "bf16_kernels": bf16_kernels(amp, info.device), "argv": sys.argv}
 
 
-ENV_MACHINE_KEYS = ("git_commit", "torch", "device", "cpu", "host", "cpu_threads", "bf16_conv")
+ENV_MACHINE_KEYS = ("git_commit", "torch", "device", "cpu", "host", "cpu_threads", "bf16_kernels")
 
 
 def earlier_environments(path: str) -> list:

@@ -73,10 +73,19 @@ class AmpGrad:
 
 
 def cpu_bf16_native() -> bool:
-    """Whether this CPU runs bf16 convolutions in oneDNN (AVX-512 BF16 or AMX). Without it, PyTorch computes a bf16
-    convolution with its reference kernel (``aten::_slow_conv2d``): 7.7x slower than fp32 for ``fmnist_resnet_s2``
-    on a 2-core AMD EPYC with AVX2 only (measured, 1 thread: 378 against 2,899 images/s)."""
+    """Whether this CPU runs bf16 matrix products and convolutions in oneDNN (AVX-512 BF16 or AMX). Without it,
+    PyTorch falls back to reference kernels (``aten::_slow_conv2d``, a scalar bf16 GEMM): on a 2-core AMD EPYC with
+    AVX2 only, 1 thread, 7.9x slower than fp32 for ``fmnist_resnet_s2`` and 16x for ``fmnist_mlp`` (measured)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _in_cpu_bf16_autocast(input: torch.Tensor) -> bool:
+    return (input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
+def _rounded(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(torch.bfloat16).float()
 
 
 def _bf16_conv_forward(self: nn.Module, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -85,41 +94,50 @@ def _bf16_conv_forward(self: nn.Module, input: torch.Tensor, weight: torch.Tenso
     as in oneDNN's bf16 kernels), up to the order of the sums. In the backward, the gradients of the input and the
     weight pass through the same roundings, so they are bf16 like a bf16 kernel's. Outside bf16 autocast: the
     module's own forward."""
-    cls_forward = type(self)._conv_forward
-    if not (input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-        return cls_forward(self, input, weight, bias)
+    if not _in_cpu_bf16_autocast(input):
+        return type(self)._conv_forward(self, input, weight, bias)
     with torch.autocast("cpu", enabled=False):
-        def rounded(t):
-            return None if t is None else t.to(torch.bfloat16).float()
-        out = cls_forward(self, rounded(input), rounded(weight), rounded(bias))
+        out = type(self)._conv_forward(self, _rounded(input), _rounded(weight), _rounded(bias))
     return out.to(torch.bfloat16)
 
 
-def emulate_bf16_convs(model: nn.Module) -> int:
-    """On a CPU without native bf16 convolutions (:func:`cpu_bf16_native`), make every convolution of ``model``
-    compute bf16 autocast's numbers with fp32 kernels (:func:`_bf16_conv_forward`); returns how many it changed.
-    The parameters, the state dict and the modules' classes stay as they are. ``build_model`` calls it for
-    ``--amp bf16`` on the CPU; ``AUTOWU_BF16_CONV=native`` keeps PyTorch's own (slow) kernels, for comparison."""
-    if cpu_bf16_native() or os.environ.get("AUTOWU_BF16_CONV") == "native":
+def _bf16_linear_forward(self: nn.Linear, input: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear`` under CPU bf16 autocast the same way as :func:`_bf16_conv_forward`."""
+    if not _in_cpu_bf16_autocast(input):
+        return nn.Linear.forward(self, input)
+    with torch.autocast("cpu", enabled=False):
+        out = F.linear(_rounded(input), _rounded(self.weight), _rounded(self.bias))
+    return out.to(torch.bfloat16)
+
+
+def emulate_bf16(model: nn.Module) -> int:
+    """On a CPU without bf16 kernels (:func:`cpu_bf16_native`), make the convolutions and ``nn.Linear`` layers of
+    ``model`` compute bf16 autocast's numbers with fp32 kernels (:func:`_bf16_conv_forward`); returns how many
+    modules it changed. Subclasses with a forward of their own are left as they are. The parameters, the state dict
+    and the modules' classes stay as they were. ``build_model`` calls it for ``--amp bf16`` on the CPU;
+    ``AUTOWU_BF16=native`` keeps PyTorch's own (slow) kernels, for comparison."""
+    if cpu_bf16_native() or os.environ.get("AUTOWU_BF16") == "native":
         return 0
     n = 0
     for m in model.modules():
         if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd):
             m._conv_forward = types.MethodType(_bf16_conv_forward, m)
             n += 1
+        elif isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward:
+            m.forward = types.MethodType(_bf16_linear_forward, m)
+            n += 1
     return n
 
 
-def bf16_conv_kernels(amp: str, device: torch.device) -> Optional[str]:
-    """What computes the bf16 convolutions of a run (recorded in env.json): ``native`` (oneDNN's bf16 kernels, or a
-    GPU's), ``emulated`` (:func:`emulate_bf16_convs`), ``reference`` (PyTorch's slow kernel, asked for), or None
-    when the run is not bf16."""
+def bf16_kernels(amp: str, device: torch.device) -> Optional[str]:
+    """What computes a run's bf16 products (recorded in env.json as ``bf16_kernels``): ``native`` (oneDNN's bf16
+    kernels, or a GPU's), ``emulated`` (:func:`emulate_bf16`), ``reference`` (PyTorch's slow kernels, asked for
+    with ``AUTOWU_BF16=native``), or None when the run is not bf16."""
     if amp != "bf16":
         return None
     if device.type != "cpu" or cpu_bf16_native():
         return "native"
-    return "reference" if os.environ.get("AUTOWU_BF16_CONV") == "native" else "emulated"
+    return "reference" if os.environ.get("AUTOWU_BF16") == "native" else "emulated"
 
 
 def build_loss(label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

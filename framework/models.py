@@ -28,7 +28,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from .seeding import seed_everything
-from .engine import emulate_bf16_convs
+from .engine import emulate_bf16
 
 __all__ = ["create_model", "WideResNet", "FashionCNN", "SmallResNet", "MLP", "OUR_MODELS", "unknown_model"]
 
@@ -91,8 +91,8 @@ def check_input(model: nn.Module, name: str, in_chans: int, img_size: int, devic
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int, device: torch.device,
                 sync_bn: bool = False) -> nn.Module:
     """The model as a run trains it: weights from ``args.seed`` (identical on every rank), SyncBatchNorm when
-    ``sync_bn``, on ``device``, in channels_last when asked, its convolutions made fast under CPU bf16 autocast
-    (:func:`framework.engine.emulate_bf16_convs`). train.py and scripts/bench_throughput.py use it."""
+    ``sync_bn``, on ``device``, in channels_last when asked, its convolutions and linear layers made fast under CPU
+    bf16 autocast (:func:`framework.engine.emulate_bf16`). train.py and scripts/bench_throughput.py use it."""
     seed_everything(args.seed)
     model = create_model(args, num_classes, in_chans, img_size)
     if sync_bn:
@@ -101,7 +101,7 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if getattr(args, "amp", None) == "bf16" and device.type == "cpu":
-        emulate_bf16_convs(model)  # bf16's numbers at fp32 speed on a CPU without bf16 kernels
+        emulate_bf16(model)  # bf16's numbers at fp32 speed on a CPU without bf16 kernels
     return model
 
 

@@ -101,12 +101,12 @@ def test_fmnist_resnet_learns_synthetic_data():
     assert losses[-1] < 0.5 * losses[0]
 
 
-# -- bf16 convolutions on a CPU without bf16 kernels (framework.engine.emulate_bf16_convs) --------------------------
+# -- bf16 on a CPU without bf16 kernels (framework.engine.emulate_bf16) ---------------------------------------
 def _emulated(model, monkeypatch):
     import framework.engine as engine
     monkeypatch.setattr(engine, "cpu_bf16_native", lambda: False)  # also on a CPU with AMX: the same code runs
-    monkeypatch.delenv("AUTOWU_BF16_CONV", raising=False)
-    return engine.emulate_bf16_convs(model)
+    monkeypatch.delenv("AUTOWU_BF16", raising=False)
+    return engine.emulate_bf16(model)
 
 
 def _bf16_step(model, x, y):
@@ -117,32 +117,35 @@ def _bf16_step(model, x, y):
     return out
 
 
-def test_emulated_bf16_conv_gives_a_bf16_kernels_numbers(monkeypatch):
-    """Each output of an emulated bf16 convolution is within one bf16 rounding step of PyTorch's own bf16 kernel
-    (the sums are fp32 in both; only their order differs), the outputs and the weight gradient are bf16 values like
-    the kernel's, and fp32 (no rounding of the operands) is further away."""
+@pytest.mark.parametrize("layer", [0, 2], ids=["conv", "linear"])
+def test_emulated_bf16_gives_a_bf16_kernels_numbers(monkeypatch, layer):
+    """Each output of an emulated bf16 convolution or linear layer is within one bf16 rounding step of PyTorch's
+    own bf16 kernel (the sums are fp32 in both; only their order differs), the outputs and the weight gradient are
+    bf16 values like the kernel's, and fp32 (no rounding of the operands) is further away."""
+    import copy
     torch.manual_seed(0)
-    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=True), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(512, 4))
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
-    ref(x)  # materialise the lazy layer
-    emu = __import__("copy").deepcopy(ref)
-    assert _emulated(emu, monkeypatch) == 1
+    emu = copy.deepcopy(ref)
+    assert _emulated(emu, monkeypatch) == 2
     out_ref, out_emu = _bf16_step(ref, x, y), _bf16_step(emu, x, y)
     assert out_emu.dtype == out_ref.dtype == torch.bfloat16
+    inp = x if layer == 0 else ref[:2](x).detach()  # the layer's own input, in fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        conv_ref, conv_emu = ref[0](x).float(), emu[0](x).float()
-    one_ulp = conv_ref.abs() * 2.0 ** -7 + 1e-6
-    assert ((conv_emu - conv_ref).abs() <= one_ulp).all()
-    fp32 = torch.nn.functional.conv2d(x, ref[0].weight, ref[0].bias, padding=1)
-    assert (fp32 - conv_ref).abs().sum() > (conv_emu - conv_ref).abs().sum()
+        a, b = ref[layer](inp).float(), emu[layer](inp).float()
+    one_ulp = a.abs() * 2.0 ** -7 + 1e-6
+    assert ((b - a).abs() <= one_ulp).all()
+    with torch.autocast("cpu", enabled=False):
+        unrounded = ref[layer](inp)
+    assert (unrounded - a).abs().sum() > (b - a).abs().sum()
     for m in (ref, emu):
-        g = m[0].weight.grad
+        g = m[layer].weight.grad
         assert torch.equal(g, g.bfloat16().float())  # a bf16 kernel's weight gradient, cast to the fp32 weight
-    rel = (emu[0].weight.grad - ref[0].weight.grad).norm() / ref[0].weight.grad.norm()
+    rel = (emu[layer].weight.grad - ref[layer].weight.grad).norm() / ref[layer].weight.grad.norm()
     assert rel < 1e-2
 
 
-def test_emulated_bf16_conv_changes_nothing_else(monkeypatch):
+def test_emulated_bf16_changes_nothing_else(monkeypatch):
     """Outside bf16 autocast the patched model computes exactly what it did; the state dict, the classes and a
     deepcopy (AutoLR's rollback snapshots) are unaffected, and the copy's convolutions are its own."""
     import copy
@@ -150,8 +153,8 @@ def test_emulated_bf16_conv_changes_nothing_else(monkeypatch):
     model = timm.create_model("fmnist_resnet_s2", num_classes=10, in_chans=1).eval()
     x = torch.randn(4, 1, 28, 28)
     before, keys = model(x), list(model.state_dict())
-    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    assert _emulated(model, monkeypatch) == n_convs > 0
+    n_layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+    assert _emulated(model, monkeypatch) == n_layers > 0
     assert torch.equal(model(x), before) and list(model.state_dict()) == keys
     twin = copy.deepcopy(model)
     conv = next(m for m in twin.modules() if isinstance(m, torch.nn.Conv2d))
@@ -162,14 +165,15 @@ def test_emulated_bf16_conv_changes_nothing_else(monkeypatch):
 
 def test_emulation_is_left_out_where_bf16_kernels_exist_or_native_is_asked(monkeypatch):
     import framework.engine as engine
-    model = torch.nn.Conv2d(1, 2, 3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Linear(2, 2))
     monkeypatch.setattr(engine, "cpu_bf16_native", lambda: True)
-    assert engine.emulate_bf16_convs(model) == 0 and "_conv_forward" not in vars(model)
-    assert engine.bf16_conv_kernels("bf16", torch.device("cpu")) == "native"
+    assert engine.emulate_bf16(model) == 0
+    assert "_conv_forward" not in vars(model[0]) and "forward" not in vars(model[1])
+    assert engine.bf16_kernels("bf16", torch.device("cpu")) == "native"
     monkeypatch.setattr(engine, "cpu_bf16_native", lambda: False)
-    monkeypatch.setenv("AUTOWU_BF16_CONV", "native")
-    assert engine.emulate_bf16_convs(model) == 0
-    assert engine.bf16_conv_kernels("bf16", torch.device("cpu")) == "reference"
-    monkeypatch.delenv("AUTOWU_BF16_CONV")
-    assert engine.bf16_conv_kernels("bf16", torch.device("cpu")) == "emulated"
-    assert engine.bf16_conv_kernels("none", torch.device("cpu")) is None
+    monkeypatch.setenv("AUTOWU_BF16", "native")
+    assert engine.emulate_bf16(model) == 0
+    assert engine.bf16_kernels("bf16", torch.device("cpu")) == "reference"
+    monkeypatch.delenv("AUTOWU_BF16")
+    assert engine.bf16_kernels("bf16", torch.device("cpu")) == "emulated"
+    assert engine.bf16_kernels("none", torch.device("cpu")) is None

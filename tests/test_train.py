@@ -124,7 +124,7 @@ def test_bf16_channels_last_and_no_decay_groups(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in read_steps(run))
     from framework.engine import cpu_bf16_native  # the record says what computed its bf16 convolutions
     env = json.loads((run / "env.json").read_text())
-    assert env["bf16_conv"] == ("native" if cpu_bf16_native() else "emulated")
+    assert env["bf16_kernels"] == ("native" if cpu_bf16_native() else "emulated")
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamp"])
