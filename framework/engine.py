@@ -75,7 +75,7 @@ class AmpGrad:
 def cpu_bf16_native() -> bool:
     """Whether this CPU runs bf16 matrix products and convolutions in oneDNN (AVX-512 BF16 or AMX). Without it,
     PyTorch falls back to reference kernels (``aten::_slow_conv2d``, a scalar bf16 GEMM): on a 2-core AMD EPYC with
-    AVX2 only, 1 thread, 7.9x slower than fp32 for ``fmnist_resnet_s2`` and 16x for ``fmnist_mlp`` (measured)."""
+    AVX2 only, 1 thread, 7.9x slower than fp32 for ``fmnist_resnet_s2`` and 13-16x for ``fmnist_mlp`` (measured)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
