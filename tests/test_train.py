@@ -125,6 +125,8 @@ def test_bf16_channels_last_and_no_decay_groups(tmp_path):
     from framework.engine import cpu_bf16_native  # the record says what computed its bf16 convolutions
     env = json.loads((run / "env.json").read_text())
     assert env["bf16_kernels"] == ("native" if cpu_bf16_native() else "emulated")
+    hardware = json.loads((run / "results.json").read_text())["hardware"]  # the pages' compute line
+    assert hardware.endswith(", bf16 emulated") != cpu_bf16_native()
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamp"])
