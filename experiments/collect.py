@@ -37,7 +37,7 @@ from framework.engine import batchnorm_recompute_forwards
 from framework.io import read_steps
 from framework.optim import MODE_OPTIMIZERS, STEP_SIZE_ESTIMATORS
 
-from .records import REUSED_FROM
+from .records import PARTIAL, REUSED_FROM
 from .tables import (ROOT, Block, ResultsError, Run, Table, TableError, check_runs, compared_label, expand,
                      figure_subject, get_train_parser, load_table, steps_per_epoch)
 
@@ -210,6 +210,29 @@ def read_runs(table: Table, runs_dir: str, blocks: Optional[list[str]] = None, r
     return runs, results, stale
 
 
+def unfinished(runs: list[Run], results: dict) -> list[str]:
+    """``name (epoch k of E)`` for each run without a result that has a checkpoint, in its run directory (a run
+    under way or cut) or carried in its record's ``partial/`` (:func:`experiments.records.export_partial`); ``k``:
+    the epochs its epochs.jsonl holds, ``E`` from its args.yaml."""
+    out = []
+    for r in runs:
+        if results[r.output] is not None:
+            continue
+        for d in (os.path.join(ROOT, r.output), os.path.join(ROOT, r.output, PARTIAL)):
+            if not os.path.isfile(os.path.join(d, "last.pt")):
+                continue
+            try:
+                with open(os.path.join(d, "epochs.jsonl")) as f:
+                    k = sum(1 for line in f if line.strip())
+                with open(os.path.join(d, "args.yaml")) as f:
+                    total = re.search(r"^epochs: *(\S+)", f.read(), re.M)
+            except OSError:
+                k, total = 0, None
+            out.append(f"{r.name} (epoch {k} of {total.group(1) if total else '?'})")
+            break
+    return out
+
+
 def collect(table: Table, runs_dir: str = "runs") -> str:
     """The markdown text of ``results/<table>.md`` for the runs found under ``runs_dir``."""
     paper = read_paper(table.paper)
@@ -218,6 +241,10 @@ def collect(table: Table, runs_dir: str = "runs") -> str:
     lines = [f"# {table.title}", ""]
     lines.append(f"Made by `python scripts/collect.py {table.name}` from `{runs_dir}/{table.name}/`: "
                  f"{len(done)} of {len(runs)} runs finished. Metric: `{table.metric}` of results.json.")
+    mid_run = unfinished(runs, results)
+    if mid_run:
+        lines.append(f"Under way or cut, with a checkpoint that the next sweep resumes (in the run directory or carried "
+                     f"in its record's `{PARTIAL}/`): " + ", ".join(mid_run) + ".")
     if stale:
         lines.append(f"Left out: {len(stale)} finished run(s) made with other settings than this table now asks "
                      "(`scripts/sweep.py` calls them stale and reruns them with `--rerun-stale`): " +

@@ -259,6 +259,24 @@ def test_export_writes_compact_records_that_count_as_done_and_rebuild_the_page(t
     assert "12 runs, 2 done, 10 pending" in capsys.readouterr().out
 
 
+def test_the_page_names_runs_under_way_or_carried_with_their_epoch(table, tmp_path):
+    """A run with a checkpoint and no results.json, in its run directory (under way, or cut) or carried in its
+    record's partial/ folder, is named on the page with the epochs it has done; a finished run is not."""
+    runs = tmp_path / "runs"
+    write_run(runs / "tbl" / "baseline_b256_s0", 90.0)                    # finished (it has a last.pt too)
+    for where in (runs / "tbl" / "baseline_b256_s1", runs / "tbl" / "autowu-cos_b4096_s0" / "partial"):
+        where.mkdir(parents=True)
+        (where / "last.pt").write_bytes(b"\0" * 10)
+        (where / "epochs.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(3)))
+        (where / "args.yaml").write_text("epochs: 40\noutput: x\n")
+    (runs / "tbl" / "baseline_b1024_s0").mkdir()                           # nothing to resume: not named
+    page = collect.collect(table, str(runs))
+    line = next(x for x in page.splitlines() if x.startswith("Under way or cut"))
+    assert "tbl/baseline_b256_s1 (epoch 3 of 40)" in line and "tbl/autowu-cos_b4096_s0 (epoch 3 of 40)" in line
+    assert "baseline_b256_s0" not in line and "baseline_b1024_s0" not in line
+    assert "1 of 12 runs finished" in page
+
+
 # -- figures and summaries say what happened -----------------------------------------------------------------------
 def test_run_summary_does_not_call_a_capped_warmup_a_loss_minimum():
     capped = run_summary.decay_from({"reason": "max-warmup", "lr": 1.0, "t_star": 500, "step": 500})
