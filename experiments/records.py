@@ -110,6 +110,7 @@ def export_record(run: Run, dest_root: str) -> Optional[str]:
         with open(old) as a:
             if a.read() == files["results.json"]:
                 return None
+
     def fill(tmp: str) -> None:
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w") as f:
@@ -165,6 +166,7 @@ def export_partial(run: Run, dest_root: str) -> Optional[str]:
     if os.path.abspath(dst) == os.path.abspath(src) or _same_file(ckpt, os.path.join(dst, "last.pt")):
         return None
     output = os.path.join("runs", run.table, run.block, os.path.basename(run.output))
+
     def fill(tmp: str) -> None:
         shutil.copyfile(ckpt, os.path.join(tmp, "last.pt"))  # first: the logs copied after it reach at least its step
         for name in PARTIAL_FILES[1:]:
