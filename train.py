@@ -678,8 +678,9 @@ def finish(run: Run, status: str) -> None:
         run.logger.warning("the weights are not finite at the end of training: the run diverged")
     hardware = (f"{info.world_size}x {torch.cuda.get_device_name(info.device)}" if info.device.type == "cuda"
                 else f"{info.world_size}x cpu: {cpu_model()}, {torch.get_num_threads()} threads ({platform.node()})")
-    if bf16_kernels(run.args.amp, info.device) in ("emulated", "reference"):  # a CPU without bf16 kernels
-        hardware += f", bf16 {bf16_kernels(run.args.amp, info.device)}"
+    kernels = bf16_kernels(run.args.amp, info.device)
+    if kernels in ("emulated", "reference"):  # a CPU without bf16 kernels
+        hardware += f", bf16 {kernels}"
     results = {"status": status, "config": config_dict(run.args), "final_top1": rec.final_top1,
                "final_top5": rec.final_top5, "best_top1": rec.best_top1, "best_top5": rec.best_top5,
                "best_epoch": rec.best_epoch, "switch": None, "wall_time_s": rec.elapsed_s, "epochs": pos.epoch,
